@@ -1,0 +1,5 @@
+"""Deep nonnegative matrix factorization for scikit-learn, on PyTorch via skorch."""
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Pure tensor code: no scikit-learn imports here (see DESIGN.md)."""

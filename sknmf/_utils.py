@@ -1,0 +1,113 @@
+"""Validation shared by the estimators: devices, seeds and dtypes.
+
+This module sits beside the estimators (it imports scikit-learn and torch, no
+estimator), so every facade validates ``device`` and ``random_state`` the same way.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """Return a :class:`torch.device` for ``device`` or raise a clear ``ValueError``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`.
+
+    Returns
+    -------
+    device : torch.device
+        The validated device.
+
+    Examples
+    --------
+    >>> from sknmf._utils import check_device
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a valid torch device; use 'cpu' or 'cuda'."
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                "machine (torch.cuda.is_available() is False); use device='cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: this machine has only "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'.")
+    return dev
+
+
+def seed_from_random_state(random_state) -> int:
+    """Draw one integer seed from a scikit-learn ``random_state``.
+
+    ``None`` gives a fresh seed each call, an integer always the same seed, and a
+    ``RandomState`` instance advances its stream, exactly as scikit-learn does.
+
+    Parameters
+    ----------
+    random_state : int, RandomState instance or None
+        The estimator's ``random_state``.
+
+    Returns
+    -------
+    seed : int
+        A seed in ``[0, 2**31 - 1)`` for private :class:`torch.Generator` objects.
+
+    Examples
+    --------
+    >>> from sknmf._utils import seed_from_random_state
+    >>> seed_from_random_state(0) == seed_from_random_state(0)
+    True
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(
+        random_state, bool
+    ):
+        return int(random_state) % (2**31 - 1)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Return a private :class:`torch.Generator` seeded with ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        The seed, typically from :func:`seed_from_random_state`.
+    device : torch.device or str, default="cpu"
+        Where the generator draws.
+
+    Returns
+    -------
+    generator : torch.Generator
+        A generator that does not touch torch's global random state.
+
+    Examples
+    --------
+    >>> from sknmf._utils import make_generator
+    >>> g = make_generator(0)
+    >>> g.initial_seed()
+    0
+    """
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
