@@ -71,7 +71,8 @@ def synthetic(
         "synthetic",
         X,
         rank,
-        f"{n_samples}x{n_features} rank-{rank} product + {noise:g}*std half-normal noise",
+        f"{n_samples}x{n_features} rank-{rank} product"
+        f" + {noise:g}*std half-normal noise",
     )
 
 
@@ -80,7 +81,9 @@ def digits(n_components: int = 16) -> Dataset:
     from sklearn.datasets import load_digits
 
     X = load_digits().data.astype(np.float64)
-    return Dataset("digits", np.ascontiguousarray(X), n_components, "load_digits, 1797x64")
+    return Dataset(
+        "digits", np.ascontiguousarray(X), n_components, "load_digits, 1797x64"
+    )
 
 
 def sparse_tfidf(

@@ -45,10 +45,7 @@ def machine_info() -> dict:
         from threadpoolctl import threadpool_info
 
         info["threadpools"] = [
-            {
-                k: d.get(k)
-                for k in ("internal_api", "prefix", "num_threads", "version")
-            }
+            {k: d.get(k) for k in ("internal_api", "prefix", "num_threads", "version")}
             for d in threadpool_info()
         ]
     except ImportError:  # pragma: no cover - threadpoolctl ships with sklearn
@@ -118,7 +115,9 @@ def matmul_peak(size: int = 4096, device: str = "cpu") -> dict:
         a = torch.rand(size, size, dtype=dt, device=device)
         b = torch.rand(size, size, dtype=dt, device=device)
         t = best_time(lambda a=a, b=b: a @ b, repeat=3, device=device)
-        out[f"torch-{name}" + ("" if device == "cpu" else f"-{device}")] = flops / t / 1e9
+        out[f"torch-{name}" + ("" if device == "cpu" else f"-{device}")] = (
+            flops / t / 1e9
+        )
     if device == "cpu":
         rng = np.random.default_rng(0)
         for name in ("float32", "float64"):

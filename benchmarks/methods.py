@@ -178,7 +178,10 @@ def _blackbox_trace(method, X, k, max_iter, max_seconds, target):
         trace.add(n, *results[n])
     ns = sorted(results)
     if len(ns) >= 2:
-        (n1, (t1, _)), (n2, (t2, _)) = (ns[-2], results[ns[-2]]), (ns[-1], results[ns[-1]])
+        (n1, (t1, _)), (n2, (t2, _)) = (
+            (ns[-2], results[ns[-2]]),
+            (ns[-1], results[ns[-1]]),
+        )
         if n2 > n1 and t2 > t1:
             trace.per_iter = (t2 - t1) / (n2 - n1)
     return trace

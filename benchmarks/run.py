@@ -104,8 +104,9 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
     # 1. The reference: scikit-learn cd, defaults, run to its own convergence.
     log(f"[{ds.name}] reference: NMF(solver='cd') to tol=1e-4 ...")
     cd = bmethods.SklearnCD()
-    ref = cd.trace(X, k, max_iter=cfg["ref_max_iter"], max_seconds=math.inf,
-                   target=None, tol=1e-4)
+    ref = cd.trace(
+        X, k, max_iter=cfg["ref_max_iter"], max_seconds=math.inf, target=None, tol=1e-4
+    )
     ref_err = ref.errors[-1]
     target = 1.01 * ref_err
     result["reference"] = {
@@ -115,8 +116,10 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
         "stopped": ref.stopped,
         "target": target,
     }
-    log(f"[{ds.name}]   error {ref_err:.6g} after {ref.iters[-1]} iterations, "
-        f"{ref.times[-1]:.2f} s ({ref.stopped}); target {target:.6g}")
+    log(
+        f"[{ds.name}]   error {ref_err:.6g} after {ref.iters[-1]} iterations, "
+        f"{ref.times[-1]:.2f} s ({ref.stopped}); target {target:.6g}"
+    )
     _, cd_time = ref.first_below(target)
     budget = max(args.budget * cd_time, 1.0)
 
@@ -131,8 +134,11 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traces[m.name] = m.trace(
-                prepared[m.name], k, max_iter=cfg["ref_max_iter"],
-                max_seconds=budget, target=target,
+                prepared[m.name],
+                k,
+                max_iter=cfg["ref_max_iter"],
+                max_seconds=budget,
+                target=target,
             )
     # 3. Timed repetitions, alternating methods within each repetition.
     n_iter = {}
@@ -171,7 +177,8 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
             "times": timed[m.name],
             "median_time": _median(timed[m.name]),
             "speedup_vs_cd": _ratio_stats(cd_times, timed[m.name])
-            if m.name != cd.name else None,
+            if m.name != cd.name
+            else None,
             "final_error_ratio": (
                 _median(final_err[m.name]) / ref_err if final_err[m.name] else None
             ),
@@ -227,8 +234,10 @@ def main(argv=None):
     info = measure.machine_info()
     info["size"] = size
     info["reps"] = args.reps
-    log(f"machine: {info['cpu']}, {info['logical_cores']} cores, torch "
-        f"{info['torch']} ({info['torch_blas']}, {info['torch_threads']} threads)")
+    log(
+        f"machine: {info['cpu']}, {info['logical_cores']} cores, torch "
+        f"{info['torch']} ({info['torch_blas']}, {info['torch_threads']} threads)"
+    )
     peaks = measure.matmul_peak(cfg["peak_size"])
     if device.startswith("cuda"):
         peaks.update(measure.matmul_peak(cfg["peak_size"], device))
@@ -236,7 +245,9 @@ def main(argv=None):
 
     methods = bmethods.all_methods(device)
     if args.methods:
-        methods = [m for m in methods if m.name in args.methods or m.name == "sklearn-cd"]
+        methods = [
+            m for m in methods if m.name in args.methods or m.name == "sklearn-cd"
+        ]
     datasets = bdata.load(size)
     if args.datasets:
         datasets = [d for d in datasets if d.name in args.datasets]
@@ -252,8 +263,10 @@ def main(argv=None):
     plot_traces(results, out / "error_vs_time.png")
     print(format_table(report))
     print(targets_summary(report))
-    log(f"wrote {out / 'results.json'} and {out / 'error_vs_time.png'} "
-        f"in {info['wall_time']:.0f} s")
+    log(
+        f"wrote {out / 'results.json'} and {out / 'error_vs_time.png'} "
+        f"in {info['wall_time']:.0f} s"
+    )
     return report
 
 

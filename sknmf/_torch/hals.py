@@ -370,7 +370,8 @@ def hals_solve_W(
 
     f_prev = objective()
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    while n_iter < max_iter:
+        n_iter += 1
         _sweeps(Wt, Gs, Rs, 1)
         f = objective()
         if f_prev - f <= tol * abs(f_prev):

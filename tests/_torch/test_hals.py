@@ -81,8 +81,13 @@ def test_regularised_matches_sklearn_cd(digits):
     k, alpha_W, l1_ratio = 8, 0.01, 0.5
     W0, H0 = _initialize_nmf(digits, k, init="nndsvda")
     ref = NMF(
-        k, solver="cd", init="custom", max_iter=2000, tol=1e-6,
-        alpha_W=alpha_W, l1_ratio=l1_ratio,
+        k,
+        solver="cd",
+        init="custom",
+        max_iter=2000,
+        tol=1e-6,
+        alpha_W=alpha_W,
+        l1_ratio=l1_ratio,
     )
     W_ref = ref.fit_transform(digits, W=W0.copy(), H=H0.copy())
     l1_W, l1_H, l2_W, l2_H = _sklearn_regs(digits, alpha_W, l1_ratio)
@@ -168,8 +173,9 @@ def test_transform_codes_match_sklearn(digits):
     W_ref = est.transform(digits[:300])
     X = torch.from_numpy(digits[:300])
     H = torch.from_numpy(est.components_)
-    W, n_iter = hals_solve_W(X, H, torch.zeros(300, k, dtype=F64), tol=1e-12,
-                             max_iter=5000)
+    W, n_iter = hals_solve_W(
+        X, H, torch.zeros(300, k, dtype=F64), tol=1e-12, max_iter=5000
+    )
     assert 1 < n_iter < 5000
     assert (W >= 0).all()
     rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
@@ -178,16 +184,23 @@ def test_transform_codes_match_sklearn(digits):
 
 def test_transform_with_l1_matches_sklearn(digits):
     k = 6
-    est = NMF(k, solver="cd", init="nndsvda", alpha_W=0.01, l1_ratio=1.0,
-              max_iter=400).fit(digits)
+    est = NMF(
+        k, solver="cd", init="nndsvda", alpha_W=0.01, l1_ratio=1.0, max_iter=400
+    ).fit(digits)
     est.set_params(tol=1e-12, max_iter=5000)
     X = digits[:200]
     W_ref = est.transform(X)
     # transform regularises with n_features * alpha_W, as fit does
     l1_W, _, l2_W, _ = _sklearn_regs(X, 0.01, 1.0)
-    W, _ = hals_solve_W(torch.from_numpy(X), torch.from_numpy(est.components_),
-                        torch.zeros(200, k, dtype=F64), tol=1e-12, max_iter=5000,
-                        l1_reg_W=l1_W, l2_reg_W=l2_W)
+    W, _ = hals_solve_W(
+        torch.from_numpy(X),
+        torch.from_numpy(est.components_),
+        torch.zeros(200, k, dtype=F64),
+        tol=1e-12,
+        max_iter=5000,
+        l1_reg_W=l1_W,
+        l2_reg_W=l2_W,
+    )
     rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
     assert rel < 1e-3
 
