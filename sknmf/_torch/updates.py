@@ -26,6 +26,7 @@ from .sparse import CSRMatrix, matmul, tmatmul
 
 _EPS64 = float(torch.finfo(torch.float64).eps)
 _BISECT_STEPS = 40
+_NEWTON_STEPS = 12
 
 
 def mm_exponents(beta: float) -> tuple[float, float, float]:
@@ -144,13 +145,16 @@ def mu_apply(M, num, den, gamma: float, l1: float = 0.0, l2: float = 0.0):
 
 
 def _coupled_phi(s, P, N, a, b, lam, Wt, Y, beta):
+    """Derivative (in ``w``) of the per-entry majoriser at ``w = Wt e**s``, and its
+    derivative in ``s``."""
     t = torch.exp(s)
     w = Wt * t
+    Pa, Nb = P * t**a, N * t**b
     if beta == 1.0:
         g = torch.log(w / Y)
     else:
         g = (w ** (beta - 1.0) - Y ** (beta - 1.0)) / (beta - 1.0)
-    return P * t**a - N * t**b + lam * g
+    return Pa - Nb + lam * g, a * Pa - b * Nb + lam * w ** (beta - 1.0)
 
 
 def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
@@ -158,9 +162,10 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
 
     ``num``/``den`` are the MU numerator and denominator of ``Wl`` as a factor
     (weights and regularisation already included), ``Y = W(l+1) H(l+1)`` the
-    approximation of ``Wl`` by the next layer. Each entry solves a 1-D convex
-    problem; the returned point lies between the old value and the exact minimiser,
-    so the objective cannot increase even where bisection stops early.
+    approximation of ``Wl`` by the next layer. Each entry is a 1-D convex problem,
+    solved by Newton's method in ``log w`` safeguarded by a bracket; the returned
+    point lies between the old value and the minimiser, so the objective cannot
+    increase even if the iterations stop early.
     """
     a, b, gamma = mm_exponents(beta)
     den = torch.where(den == 0, torch.full_like(den, EPSILON), den).expand_as(Wt)
@@ -173,18 +178,26 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     big = torch.finfo(Wt.dtype).max ** 0.25
     t1 = ((num / den) ** gamma).clamp(1.0 / big, big)
     t2 = (Y / Wsafe).clamp(1.0 / big, big)
+    # Both parts of the derivative are <= 0 below min(t1, t2) and >= 0 above the max.
     lo = torch.log(torch.minimum(t1, t2))
     hi = torch.log(torch.maximum(t1, t2))
-    zero = torch.zeros_like(lo)
-    phi0 = _coupled_phi(zero, den, num, a, b, lam, Wsafe, Y, beta)
-    for _ in range(_BISECT_STEPS):
-        mid = 0.5 * (lo + hi)
-        neg = _coupled_phi(mid, den, num, a, b, lam, Wsafe, Y, beta) <= 0
-        lo = torch.where(neg, mid, lo)
-        hi = torch.where(neg, hi, mid)
-    s = torch.where(
-        phi0 < 0, lo.clamp_min(0), torch.where(phi0 > 0, hi.clamp_max(0), zero)
-    )
+    s = torch.zeros_like(lo)
+    phi0 = None
+    for _ in range(_NEWTON_STEPS):
+        f, fp = _coupled_phi(s, den, num, a, b, lam, Wsafe, Y, beta)
+        if phi0 is None:
+            phi0 = f
+        lo = torch.where(f <= 0, torch.maximum(lo, s), lo)
+        hi = torch.where(f >= 0, torch.minimum(hi, s), hi)
+        step = s - f / fp
+        inside = (step > lo) & (step < hi)
+        s = torch.where(inside, step, 0.5 * (lo + hi))
+    f, _ = _coupled_phi(s, den, num, a, b, lam, Wsafe, Y, beta)
+    lo = torch.where(f <= 0, torch.maximum(lo, s), lo)
+    hi = torch.where(f >= 0, torch.minimum(hi, s), hi)
+    zero = torch.zeros_like(s)
+    s = torch.where(phi0 > 0, hi.clamp_max(0), zero)
+    s = torch.where(phi0 < 0, lo.clamp_min(0), s)
     return torch.where(alive, Wt * torch.exp(s), torch.zeros_like(Wt))
 
 
