@@ -41,6 +41,8 @@ import math
 import torch
 from torch import Tensor
 
+from .sparse import CSRMatrix
+
 __all__ = ["frobenius_objective", "hals_solve_W", "hals_step"]
 
 # Gillis & Glineur's recommended constants: at most 1 + ALPHA * rho inner sweeps,
@@ -57,11 +59,13 @@ _SPARSE_WEIGHT = 5.0
 _ROW_OVERHEAD = 150_000.0
 
 
-def _is_sparse(X: Tensor) -> bool:
-    return X.layout in (torch.sparse_csr, torch.sparse_coo)
+def _is_sparse(X) -> bool:
+    return isinstance(X, CSRMatrix) or X.layout in (torch.sparse_csr, torch.sparse_coo)
 
 
-def _nnz(X: Tensor) -> int:
+def _nnz(X) -> int:
+    if isinstance(X, CSRMatrix):
+        return X.nnz
     if X.layout == torch.sparse_csr:
         return int(X.values().numel())
     if X.layout == torch.sparse_coo:
@@ -69,13 +73,16 @@ def _nnz(X: Tensor) -> int:
     return X.numel()
 
 
-def _sq_norm(X: Tensor) -> float:
+def _sq_norm(X) -> float:
     """``||X||_F^2`` without a dense temporary the size of X."""
-    vals = X.values() if _is_sparse(X) else X
+    if isinstance(X, CSRMatrix):
+        vals = X.values
+    else:
+        vals = X.values() if _is_sparse(X) else X
     return float(torch.linalg.vector_norm(vals, dtype=torch.float64)) ** 2
 
 
-def _x_ht(X: Tensor, H: Tensor) -> Tensor:
+def _x_ht(X, H: Tensor) -> Tensor:
     """``X @ H.T`` as an ``(n_samples, k)`` tensor.
 
     Written as ``X @ H.T`` rather than ``H @ X.T``: MKL threads the transposed
@@ -83,11 +90,13 @@ def _x_ht(X: Tensor, H: Tensor) -> Tensor:
     wait a whole scheduler slice for its second thread. The transposition into
     the solver's ``(k, n_samples)`` layout is folded into the scaling pass.
     """
-    return X @ H.T
+    return X.matmul(H.T) if isinstance(X, CSRMatrix) else X @ H.T
 
 
-def _wt_x(X: Tensor, Wt: Tensor) -> Tensor:
-    """``W.T @ X`` as a contiguous ``(k, n_features)`` tensor, from ``Wt = W.T``."""
+def _wt_x(X, Wt: Tensor) -> Tensor:
+    """``W.T @ X`` as a ``(k, n_features)`` tensor, from ``Wt = W.T``."""
+    if isinstance(X, CSRMatrix):
+        return X.tmatmul(Wt.T).T
     return torch.mm(Wt, X) if not _is_sparse(X) else Wt @ X
 
 
@@ -246,8 +255,9 @@ def hals_step(
 
     Parameters
     ----------
-    X : Tensor of shape (n_samples, n_features)
-        Nonnegative data, dense (strided) or ``torch.sparse_csr``.
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
+        Nonnegative data: dense (strided), ``torch.sparse_csr``, or
+        :class:`~sknmf._torch.sparse.CSRMatrix`.
     W : Tensor of shape (n_samples, k)
         Nonnegative codes, updated in place. A column-major ``W``
         (``W.T.is_contiguous()``) avoids one copy per call.
@@ -319,8 +329,8 @@ def hals_solve_W(
 
     Parameters
     ----------
-    X : Tensor of shape (n_samples, n_features)
-        Nonnegative data, dense or ``torch.sparse_csr``.
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
+        Nonnegative data, dense, ``torch.sparse_csr`` or ``CSRMatrix``.
     H : Tensor of shape (k, n_features)
         Fixed nonnegative components.
     W : Tensor of shape (n_samples, k)
@@ -399,7 +409,7 @@ def frobenius_objective(
 
     Parameters
     ----------
-    X : Tensor of shape (n_samples, n_features)
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
         Data, dense or sparse CSR.
     W : Tensor of shape (n_samples, k)
         Codes.
@@ -424,10 +434,14 @@ def frobenius_objective(
     """
     W64, H64 = W.double(), H.double()
     if _is_sparse(X):
-        X64 = X.to(torch.float64)
+        X64 = (
+            X.with_values(X.values.double())
+            if isinstance(X, CSRMatrix)
+            else X.to(torch.float64)
+        )
         sq = (
             _sq_norm(X64)
-            - 2.0 * float(torch.vdot((W64.T @ X64).flatten(), H64.flatten()))
+            - 2.0 * float(torch.vdot(_wt_x(X64, W64.T).flatten(), H64.flatten()))
             + float(torch.vdot((W64.T @ W64).flatten(), (H64 @ H64.T).flatten()))
         )
         sq = max(sq, 0.0)
