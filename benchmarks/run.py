@@ -131,15 +131,20 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
             traces[m.name] = ref
             continue
         log(f"[{ds.name}] trace {m.name} ...")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traces[m.name] = m.trace(
-                prepared[m.name],
-                k,
-                max_iter=cfg["ref_max_iter"],
-                max_seconds=budget,
-                target=target,
-            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traces[m.name] = m.trace(
+                    prepared[m.name],
+                    k,
+                    max_iter=cfg["ref_max_iter"],
+                    max_seconds=budget,
+                    target=target,
+                )
+        except Exception as exc:  # a broken method must not sink the suite
+            log(f"[{ds.name}]   {m.name} failed: {type(exc).__name__}: {exc}")
+            result["methods"][m.name] = {"failed": f"{type(exc).__name__}: {exc}"}
+    methods = [m for m in methods if m.name in traces]
     # 3. Timed repetitions, alternating methods within each repetition.
     n_iter = {}
     for m in methods:
@@ -212,6 +217,15 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
                 mem["peak_ratio"] = (mem["X_bytes"] + mem["rss_peak_extra"]) / base
             entry["memory"] = mem
         result["methods"][m.name] = entry
+
+    # 6. Three layers against one layer of the first layer's width, per epoch.
+    if bmethods.deepnmf_solvers():
+        log(f"[{ds.name}] DeepNMF epoch cost, three layers vs one ...")
+        try:
+            result["deep_epoch_cost"] = bmethods.deep_epoch_cost(X, k)
+        except Exception as exc:
+            log(f"[{ds.name}]   failed: {type(exc).__name__}: {exc}")
+            result["deep_epoch_cost"] = {"failed": f"{type(exc).__name__}: {exc}"}
     return result
 
 
@@ -243,7 +257,7 @@ def main(argv=None):
         peaks.update(measure.matmul_peak(cfg["peak_size"], device))
     log("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
 
-    methods = bmethods.all_methods(device)
+    methods = bmethods.all_methods(device, quick=size != "full")
     if args.methods:
         methods = [
             m for m in methods if m.name in args.methods or m.name == "sklearn-cd"
