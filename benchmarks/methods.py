@@ -237,7 +237,8 @@ class Method:
 def _nndsvda(X, k):
     from sklearn.decomposition._nmf import _initialize_nmf
 
-    return _initialize_nmf(X, k, init="nndsvda")
+    # nndsvda's randomized SVD draws: seed it so every method starts alike.
+    return _initialize_nmf(X, k, init="nndsvda", random_state=0)
 
 
 class SklearnCD(Method):
@@ -250,7 +251,7 @@ class SklearnCD(Method):
     def fit(self, X, k, n_iter):
         from sklearn.decomposition import NMF
 
-        est = NMF(k, solver="cd", max_iter=n_iter, tol=0.0)
+        est = NMF(k, solver="cd", max_iter=n_iter, tol=0.0, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             W = est.fit_transform(X)
@@ -320,7 +321,7 @@ class SklearnMU(Method):
     def fit(self, X, k, n_iter):
         from sklearn.decomposition import NMF
 
-        est = NMF(k, solver="mu", max_iter=n_iter, tol=0.0)
+        est = NMF(k, solver="mu", max_iter=n_iter, tol=0.0, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             W = est.fit_transform(X)
