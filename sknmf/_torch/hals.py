@@ -45,10 +45,14 @@ from .sparse import CSRMatrix
 
 __all__ = ["frobenius_objective", "hals_solve_W", "hals_step"]
 
-# Gillis & Glineur's recommended constants: at most 1 + ALPHA * rho inner sweeps,
-# and stop once a sweep moves the factor by at most DELTA times the first sweep.
-_ALPHA = 0.5
-_DELTA = 0.1
+# At most 1 + _ALPHA * rho inner sweeps per block, stopping once a sweep moves the
+# factor by at most _DELTA times what the first sweep moved it. Gillis & Glineur
+# recommend 0.5 and 0.1 with rho counted in flops; rho here counts time (see
+# _n_inner), which is smaller, and these values gave the shortest time to
+# scikit-learn cd's error +1% on image patches, a planted low-rank matrix and
+# the digits (alpha 0.5 needed about twice the outer iterations).
+_ALPHA = 4.0
+_DELTA = 0.3
 # A ceiling on inner sweeps: beyond a few dozen the block is solved far below
 # what the next outer iteration will undo anyway.
 _MAX_INNER = 30
