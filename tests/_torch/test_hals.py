@@ -103,7 +103,9 @@ def test_regularised_matches_sklearn_cd(digits):
     theirs = frobenius_objective(
         Xt, torch.from_numpy(W_ref), torch.from_numpy(ref.components_), **regs
     )
-    assert ours == pytest.approx(theirs, rel=0.01)
+    # Same objective, same start: at least as low as scikit-learn's (a
+    # different local minimum may be a little lower).
+    assert 0.97 * theirs <= ours <= 1.01 * theirs
     # The penalty really acts: the l1 term leaves exact zeros in the codes.
     assert (Wt == 0).float().mean() > 0.05
 
