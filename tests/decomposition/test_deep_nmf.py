@@ -361,3 +361,29 @@ def test_property_shapes_dtypes_finite(n, m, depth, dtype, seed, sparse_input):
     assert np.isfinite(model.components_).all() and (model.components_ >= 0).all()
     R = model.inverse_transform(Z)
     assert R.shape == (n, m) and np.isfinite(R).all()
+
+
+# skorch integration ----------------------------------------------------------------
+def test_verbose_prints_progress_and_epoch_loss(digits, capsys):
+    DeepNMF(4, max_iter=3, tol=0, verbose=1, random_state=0).fit(digits[:50])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "train_loss" in text and "epoch" in text
+
+
+def test_user_callbacks_pass_through_and_are_not_modified(digits):
+    from skorch.callbacks import EarlyStopping
+
+    stopper = EarlyStopping(monitor="train_loss", patience=2, threshold=0.5)
+    state = repr(sorted(vars(stopper).items()))
+    model = DeepNMF(8, max_iter=200, tol=0, callbacks=[stopper], random_state=0)
+    model.fit(digits[:200])
+    # A 50% relative improvement per epoch is soon out of reach: stopped early.
+    assert 3 <= model.n_iter_ < 200
+    assert repr(sorted(vars(stopper).items())) == state  # the user's copy is intact
+
+
+def test_history_records_loss_per_epoch(digits):
+    model = DeepNMF((8, 4), max_iter=7, tol=0, random_state=0).fit(digits[:100])
+    assert len(model.history_) == 7 == model.n_iter_
+    assert all(np.isfinite(model.history_[:, "train_loss"]))
