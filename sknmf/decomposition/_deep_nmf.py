@@ -385,6 +385,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             epochs = self.max_epochs if self.max_epochs is not None else max_iter
         n = X.shape[0]
         device = X.device
+        quiet = {} if self.verbose else {"callbacks__print_log": None}
         net = FactorizationNet(
             module,
             solver=solver,
@@ -401,6 +402,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             callbacks=callbacks,
             device=device,
             verbose=int(self.verbose),
+            **quiet,
         )
         net.fit(FactorDataset(X))
         n_iter = len(net.history)
