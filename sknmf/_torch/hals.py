@@ -59,7 +59,7 @@ _MAX_INNER = 30
 # Cost weights of _n_inner, relative to one flop of the sweep's matrix-vector
 # products (measured with torch 2.13 + MKL on a 2-core AVX-512 machine).
 _DENSE_WEIGHT = 1.0 / 3.0
-_SPARSE_WEIGHT = 5.0
+_SPARSE_WEIGHT = 1.5
 _ROW_OVERHEAD = 150_000.0
 
 
@@ -112,8 +112,8 @@ def _n_inner(nnz: int, m: int, q: int, k: int, sparse: bool) -> int:
     length) over the cost of one sweep (``2 m k^2`` flops in ``k`` matrix-vector
     products). Gillis & Glineur count flops; here each side is weighted by what
     it costs on a CPU: a dense matrix product runs about three times more flops
-    per second than the sweep's matrix-vector products, a sparse one several
-    times fewer, and every row update carries a fixed dispatch cost (worth about
+    per second than the sweep's matrix-vector products, a sparse one somewhat
+    fewer, and every row update carries a fixed dispatch cost (worth about
     ``_ROW_OVERHEAD`` flops) that dominates on narrow factors. Only shapes enter,
     so the iterates do not depend on timings.
     """
