@@ -3,8 +3,8 @@
 Pure torch (no scikit-learn): :class:`SequenceClassifier` turns a zero-padded
 batch ``(batch, max_len, n_features)`` plus the true ``lengths`` into class logits. The
 batch is packed with :func:`torch.nn.utils.rnn.pack_padded_sequence`, so padding frames
-never reach the recurrence: a sequence's output does not depend on how long the other sequences of
-its batch are, nor on where it sits in the batch.
+never reach the recurrence: a sequence's output does not depend on how long the other
+sequences of its batch are, nor on where it sits in the batch.
 
 Every random draw (parameter initialisation, dropout masks) comes from private
 :class:`torch.Generator` objects seeded by ``seed``; torch's global random state is

@@ -11,8 +11,8 @@ class BatchAccuracy(Callback):
 
     skorch's ``EpochScoring`` goes through a scikit-learn scorer every epoch, which
     costs more than a whole epoch of a small recurrent network; counting correct
-    arg-maxes as the batches go by is free. Like any on-the-fly training accuracy, it is measured
-    while the weights still change within the epoch.
+    arg-maxes as the batches go by is free. Like any on-the-fly training accuracy, it is
+    measured while the weights still change within the epoch.
 
     Parameters
     ----------

@@ -56,8 +56,8 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
     """Encode every frame of a set of sequences with a 2-D transformer.
 
     A clone of ``transformer`` is fitted on all frames of all training sequences (one
-    row per frame) and then encodes each frame; the codes are put back into sequences. The
-    number of sequences (rows) never changes, so ``FrameEncoder`` goes in supervised
+    row per frame) and then encodes each frame; the codes are put back into sequences.
+    The number of sequences (rows) never changes, so ``FrameEncoder`` goes in supervised
     pipelines before a sequence model such as :class:`~sknmf.ExpressionRNN`, with ``y``,
     under :class:`~sklearn.model_selection.GridSearchCV`.
 
@@ -72,7 +72,8 @@ class FrameEncoder(TransformerMixin, BaseEstimator):
         vectors ``(n_frames, h*w*c)``; ``"image"`` as a batch of images
         ``(n_frames, h, w[, c])``; ``"auto"`` picks ``"image"`` when the transformer (or
         the first step of a pipeline) declares the ``input_tags.three_d_array`` tag, and
-        ``"flat"`` otherwise. Vector frames are always passed as ``(n_frames, n_features)``.
+        ``"flat"`` otherwise. Vector frames are always passed as
+        ``(n_frames, n_features)``.
 
     Attributes
     ----------
