@@ -20,16 +20,15 @@ from sklearn.utils._param_validation import Interval, validate_params
 #   lip: upper-lip raise.
 _APEX = {
     "neutral": {},
-    "happy": {"eye": -0.45, "curve": 0.13, "open": 0.07, "width": 0.3, "teeth": 1.0},
-    "smile": {"eye": -0.15, "curve": 0.1, "width": 0.2},
-    "sad": {"brow": -0.02, "brow_in": 0.1, "eye": -0.3, "curve": -0.11, "width": -0.1},
-    "surprise": {"brow": 0.13, "eye": 0.9, "open": 0.17, "width": -0.4},
-    "anger": {"brow": -0.08, "brow_in": -0.1, "eye": -0.4, "width": -0.25,
-              "curve": -0.03, "wrinkle": 0.3},
-    "disgust": {"brow": -0.05, "eye": -0.5, "curve": -0.05, "lip": 0.06,
-                "wrinkle": 1.0, "width": -0.05},
-    "fear": {"brow": 0.08, "brow_in": 0.08, "eye": 0.7, "open": 0.08, "width": 0.3,
-             "curve": -0.04, "teeth": 0.6},
+    "happy": {"eye": -0.4, "curve": 0.2, "open": 0.1, "width": 0.35, "teeth": 1.0},
+    "smile": {"eye": -0.15, "curve": 0.15, "width": 0.25},
+    "sad": {"brow_in": 0.16, "eye": -0.3, "curve": -0.16},
+    "surprise": {"brow": 0.18, "eye": 1.1, "open": 0.22, "width": -0.45},
+    "anger": {"brow": -0.12, "brow_in": -0.2, "eye": -0.3, "width": -0.35},
+    "disgust": {"brow": -0.03, "eye": -0.5, "curve": -0.1, "lip": 0.1,
+                "wrinkle": 1.0, "width": 0.05},
+    "fear": {"brow": 0.12, "brow_in": 0.12, "eye": 0.9, "open": 0.08, "width": 0.4,
+             "curve": -0.08, "teeth": 0.3},
 }  # fmt: skip
 
 EXPRESSIONS = tuple(_APEX)
@@ -104,18 +103,18 @@ def _draw_subject(rng: np.random.RandomState) -> dict:
         "bg": rng.uniform(0.05, 0.35),
         "hair": rng.uniform(0.03, 0.3),
         "hairline": rng.uniform(-0.78, -0.55),
-        "eye_y": rng.uniform(-0.26, -0.14),
-        "eye_dx": rng.uniform(0.25, 0.34),
-        "eye_rx": rng.uniform(0.09, 0.13),
-        "eye_ry": rng.uniform(0.045, 0.065),
+        "eye_y": rng.uniform(-0.23, -0.16),
+        "eye_dx": rng.uniform(0.26, 0.32),
+        "eye_rx": rng.uniform(0.11, 0.15),
+        "eye_ry": rng.uniform(0.055, 0.075),
         "brow_gap": rng.uniform(0.1, 0.15),
-        "brow_len": rng.uniform(0.18, 0.26),
-        "brow_t": rng.uniform(0.025, 0.04),
+        "brow_len": rng.uniform(0.22, 0.3),
+        "brow_t": rng.uniform(0.035, 0.05),
         "nose_len": rng.uniform(0.22, 0.32),
-        "mouth_y": rng.uniform(0.36, 0.48),
-        "mouth_w": rng.uniform(0.2, 0.28),
-        "lip_t": rng.uniform(0.025, 0.04),
-        "expressive": rng.uniform(0.8, 1.1),
+        "mouth_y": rng.uniform(0.38, 0.46),
+        "mouth_w": rng.uniform(0.26, 0.34),
+        "lip_t": rng.uniform(0.035, 0.05),
+        "expressive": rng.uniform(0.85, 1.1),
     }
 
 
@@ -130,9 +129,12 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     # identically distributed over time, so a video and its time reversal are equally
     # likely (what makes onset vs offset separable by order only).
     # float32 throughout: twice as fast, and the frames are stored as float32 anyway.
-    shift = rng.normal(0.0, 1.5, size=2) + rng.normal(0.0, 0.6, size=(n, 2))
+    # Jitter in face units (a fraction of the half-size), so any image size sees the
+    # same relative motion.
+    shift = half * (rng.normal(0.0, 0.04, size=2) + rng.normal(0.0, 0.015, size=(n, 2)))
     shift = shift.astype(np.float32)
-    scale = (half * (1.0 + rng.normal(0.0, 0.012, size=n))).astype(np.float32)
+    scale = half * (1.0 + rng.normal(0.0, 0.03) + rng.normal(0.0, 0.01, size=n))
+    scale = scale.astype(np.float32)
     ys = np.arange(h, dtype=np.float32)[None, :, None]
     xs = np.arange(w, dtype=np.float32)[None, None, :]
     u = (xs - (w - 1) / 2.0 - shift[:, 0, None, None]) / scale[:, None, None]
@@ -182,9 +184,9 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     )
     img += (0.4 * s["skin"] - img) * nostril
     wrinkle = np.minimum(act("wrinkle"), 1.0)
-    for dv in (0.02, 0.07):
-        line = _segment_distance(u, v, (-0.07, nose_top + dv), (0.07, nose_top + dv))
-        img += (0.45 * s["skin"] - img) * _soft(0.012 - line, eps) * wrinkle
+    for dv in (0.0, 0.06, 0.12):
+        line = _segment_distance(u, v, (-0.09, nose_top + dv), (0.09, nose_top + dv))
+        img += (0.4 * s["skin"] - img) * _soft(0.018 - line, eps) * wrinkle
 
     # Mouth: a curved centre line with lifted or dropped corners, lips around it, an
     # opening (dark, with teeth along its top) that widens towards the centre.
@@ -203,10 +205,10 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
 
     # Lighting: a per-video gradient across the face and a small per-frame flicker.
     angle = rng.uniform(0.0, 2.0 * np.pi)
-    gain = rng.uniform(0.0, 0.3)
+    gain = rng.uniform(0.0, 0.15)
     light = 1.0 + gain * (np.cos(angle) * u + np.sin(angle) * v)
     light *= 1.0 + rng.normal(0.0, 0.02, size=(n, 1, 1)).astype(np.float32)
-    img *= light * np.float32(rng.uniform(0.85, 1.1))
+    img *= light * np.float32(rng.uniform(0.9, 1.05))
     img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
     return np.clip(img, 0.0, 1.0)
 
@@ -318,7 +320,7 @@ def make_expression_videos(
         expr, backwards = parsed[label_idx[i]]
         start = rng.uniform(0.0, 0.3) * last
         duration = rng.uniform(0.35, 0.6) * last
-        peak = rng.uniform(0.75, 1.0)
+        peak = rng.uniform(0.8, 1.0)
         intensity = peak * _smoothstep((t - start) / duration)
         if backwards:
             intensity = intensity[::-1]
