@@ -1,7 +1,8 @@
 """Deep nonnegative matrix factorization for scikit-learn, on PyTorch via skorch."""
 
-from .sequence import ExpressionRNN, FrameEncoder
-
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "ExpressionRNN", "FrameEncoder"]
+from .decomposition import DeepNMF, deep_nmf
+from .sequence import ExpressionRNN, FrameEncoder
+
+__all__ = ["DeepNMF", "ExpressionRNN", "FrameEncoder", "__version__", "deep_nmf"]
