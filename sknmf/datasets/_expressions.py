@@ -103,15 +103,15 @@ def _draw_subject(rng: np.random.RandomState) -> dict:
         "bg": rng.uniform(0.05, 0.35),
         "hair": rng.uniform(0.03, 0.3),
         "hairline": rng.uniform(-0.78, -0.55),
-        "eye_y": rng.uniform(-0.23, -0.16),
-        "eye_dx": rng.uniform(0.26, 0.32),
+        "eye_y": rng.uniform(-0.21, -0.17),
+        "eye_dx": rng.uniform(0.27, 0.31),
         "eye_rx": rng.uniform(0.11, 0.15),
         "eye_ry": rng.uniform(0.055, 0.075),
-        "brow_gap": rng.uniform(0.1, 0.15),
+        "brow_gap": rng.uniform(0.11, 0.14),
         "brow_len": rng.uniform(0.22, 0.3),
         "brow_t": rng.uniform(0.035, 0.05),
         "nose_len": rng.uniform(0.22, 0.32),
-        "mouth_y": rng.uniform(0.38, 0.46),
+        "mouth_y": rng.uniform(0.4, 0.45),
         "mouth_w": rng.uniform(0.26, 0.34),
         "lip_t": rng.uniform(0.035, 0.05),
         "expressive": rng.uniform(0.85, 1.1),
@@ -131,7 +131,7 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     # float32 throughout: twice as fast, and the frames are stored as float32 anyway.
     # Jitter in face units (a fraction of the half-size), so any image size sees the
     # same relative motion.
-    shift = half * (rng.normal(0.0, 0.04, size=2) + rng.normal(0.0, 0.015, size=(n, 2)))
+    shift = half * (rng.normal(0.0, 0.03, size=2) + rng.normal(0.0, 0.015, size=(n, 2)))
     shift = shift.astype(np.float32)
     scale = half * (1.0 + rng.normal(0.0, 0.03) + rng.normal(0.0, 0.01, size=n))
     scale = scale.astype(np.float32)

@@ -103,6 +103,12 @@ class ExpressionRNN(
     verbose : int, default=0
         ``0`` is silent; ``1`` or more shows a progress bar and the per-epoch table of
         losses and accuracies.
+    scale_inputs : bool, default=True
+        Divide all input features by one scalar learned in :meth:`fit`: the standard
+        deviation of every feature value of every training frame. Frame codes come at
+        any overall scale (deep NMF codes grow with depth), and large inputs saturate
+        the recurrent gates; one scalar keeps the relative sizes of the features (a
+        per-feature standardisation would blow up rarely used NMF components).
     callbacks : list of skorch callbacks or None, default=None
         Extra :mod:`skorch.callbacks`, passed to the skorch net (copied, so the
         instances you pass are never modified).
@@ -121,6 +127,8 @@ class ExpressionRNN(
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``train_acc`` (and ``valid_loss``,
         ``valid_acc`` with ``validation_fraction``), ``dur``.
+    input_scale_ : float
+        The factor applied to the inputs (1.0 when ``scale_inputs=False``).
     n_iter_ : int
         Number of epochs actually run (fewer than ``max_epochs`` if a callback stopped
         training early).
@@ -171,6 +179,7 @@ class ExpressionRNN(
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "scale_inputs": ["boolean"],
         "callbacks": [list, None],
     }
 
@@ -191,6 +200,7 @@ class ExpressionRNN(
         device: str | torch.device = "cpu",
         random_state=None,
         verbose: int = 0,
+        scale_inputs: bool = True,
         callbacks: list | None = None,
     ) -> None:
         self.hidden_size = hidden_size
@@ -207,6 +217,7 @@ class ExpressionRNN(
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.scale_inputs = scale_inputs
         self.callbacks = callbacks
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -240,6 +251,12 @@ class ExpressionRNN(
             )
         y_enc = encoder.transform(y).astype(np.int64)
         n_classes = len(self.classes_)
+
+        self.input_scale_ = 1.0
+        if self.scale_inputs:
+            std = float(np.std(seqs.frames, dtype=np.float64))
+            if np.isfinite(std) and std > 0:
+                self.input_scale_ = 1.0 / std
 
         seed = seed_from_random_state(self.random_state)
         if self.class_weight is None:
@@ -380,10 +397,15 @@ array-like of shape (n_seq, n_features)
             seqs = Sequences("array", X2, np.ones(X2.shape[0], dtype=np.int64))
         return seqs, seqs.frames.dtype
 
-    @staticmethod
-    def _net_input(seqs: Sequences) -> dict:
+    def _padded(self, seqs: Sequences) -> np.ndarray:
+        padded = pad_sequences(seqs, np.float32)
+        if self.input_scale_ != 1.0:
+            padded *= np.float32(self.input_scale_)
+        return padded
+
+    def _net_input(self, seqs: Sequences) -> dict:
         # skorch passes dict entries to the module's forward as keyword arguments.
-        return {"X": pad_sequences(seqs, np.float32), "lengths": seqs.lengths}
+        return {"X": self._padded(seqs), "lengths": seqs.lengths}
 
     def _infer(self, seqs: Sequences, *, embed: bool) -> torch.Tensor:
         """Logits or embeddings, batch by batch, on CPU."""
@@ -391,7 +413,7 @@ array-like of shape (n_seq, n_features)
         device = self.net_.device
         was_training = module.training
         module.eval()
-        padded = pad_sequences(seqs, np.float32)
+        padded = self._padded(seqs)
         lengths = torch.as_tensor(seqs.lengths)
         outputs = []
         try:
