@@ -21,11 +21,11 @@ from sklearn.utils._param_validation import Interval, validate_params
 _APEX = {
     "neutral": {},
     "happy": {"eye": -0.4, "curve": 0.2, "open": 0.1, "width": 0.35, "teeth": 1.0},
-    "smile": {"eye": -0.15, "curve": 0.15, "width": 0.25},
+    "smile": {"eye": -0.2, "curve": 0.18, "width": 0.3},
     "sad": {"brow_in": 0.16, "eye": -0.3, "curve": -0.16},
     "surprise": {"brow": 0.18, "eye": 1.1, "open": 0.22, "width": -0.45},
     "anger": {"brow": -0.12, "brow_in": -0.2, "eye": -0.3, "width": -0.35},
-    "disgust": {"brow": -0.03, "eye": -0.5, "curve": -0.1, "lip": 0.1,
+    "disgust": {"brow": -0.03, "eye": -0.6, "curve": -0.12, "lip": 0.12,
                 "wrinkle": 1.0, "width": 0.05},
     "fear": {"brow": 0.12, "brow_in": 0.12, "eye": 0.9, "open": 0.08, "width": 0.4,
              "curve": -0.08, "teeth": 0.3},
