@@ -19,7 +19,6 @@ from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    check_consistent_length,
     check_is_fitted,
     column_or_1d,
     validate_data,
@@ -240,7 +239,11 @@ class ExpressionRNN(
         device = check_device(self.device)
         seqs, _ = self._validate_sequences(X, reset=True)
         y = column_or_1d(y, warn=True)
-        check_consistent_length(seqs.lengths, y)
+        if len(y) != seqs.n_sequences:
+            raise ValueError(
+                f"y has {len(y)} labels but X has {seqs.n_sequences} sequences; "
+                "pass one label per sequence."
+            )
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
