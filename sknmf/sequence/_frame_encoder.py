@@ -240,7 +240,6 @@ or ndarray of shape (n_seq, n_features_in_)
             return seqs.split(frames)
         return frames.reshape(seqs.n_sequences, -1, *self.frame_shape_)
 
-    @available_if(_inner_has("get_feature_names_out"))
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the code features of one frame.
 
@@ -253,15 +252,22 @@ or ndarray of shape (n_seq, n_features_in_)
         Returns
         -------
         feature_names_out : ndarray of str objects
-            The transformer's output names (suffixed ``_r<i>`` for its i-th output
-            row of a frame when it outputs several rows per frame).
+            The transformer's output names, or ``frameencoder<i>`` when it has none
+            (suffixed ``_r<i>`` for its i-th output row of a frame when it outputs
+            several rows per frame).
         """
         check_is_fitted(self)
         input_features = _check_feature_names_in(self, input_features)
-        if self._frame_mode == "image":
-            names = self.transformer_.get_feature_names_out()
-        else:
-            names = self.transformer_.get_feature_names_out(input_features)
+        try:
+            if self._frame_mode == "image":
+                names = self.transformer_.get_feature_names_out()
+            else:
+                names = self.transformer_.get_feature_names_out(input_features)
+        except AttributeError:
+            # The transformer (or a pipeline step) does not name its outputs.
+            prefix = type(self).__name__.lower()
+            width = self.n_features_out_ // self.rows_per_frame_
+            names = [f"{prefix}{i}" for i in range(width)]
         names = np.asarray(names, dtype=object)
         if self.rows_per_frame_ > 1:
             names = np.asarray(
