@@ -151,7 +151,7 @@ class ExpressionRNN(
     >>> rng = np.random.RandomState(0)
     >>> X = rng.rand(40, 6, 3)                  # 40 sequences, 6 frames, 3 features
     >>> y = np.where(X[:, -1, 0] > X[:, 0, 0], "rise", "fall")
-    >>> clf = ExpressionRNN(hidden_size=8, max_epochs=30, random_state=0).fit(X, y)
+    >>> clf = ExpressionRNN(hidden_size=8, max_epochs=5, random_state=0).fit(X, y)
     >>> clf.classes_
     array(['fall', 'rise'], dtype='<U4')
     >>> clf.predict_proba(X[:2]).sum(axis=1)

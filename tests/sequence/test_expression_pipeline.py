@@ -77,6 +77,7 @@ def test_order_blind_baseline_is_at_chance_on_onset_vs_offset(split, fitted_pipe
     assert rnn_accuracy >= 0.9
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_grid_search_with_group_kfold_in_parallel():
     X, y, groups = make_expression_videos(
         36,
@@ -104,3 +105,17 @@ def test_grid_search_with_group_kfold_in_parallel():
     grid.fit(X, y, groups=groups)
     assert grid.best_params_["frames__transformer__n_components"] in [(8, 4), (6, 3)]
     assert grid.predict(X).shape == (36,)
+
+
+@pytest.mark.cuda
+def test_pipeline_on_cuda_reaches_the_same_accuracy(split):
+    X_train, y_train, X_test, y_test = split
+    pipe = Pipeline(
+        [
+            ("frames", FrameEncoder(DeepNMF(32, device="cuda", random_state=0))),
+            ("rnn", ExpressionRNN(device="cuda", random_state=0)),
+        ]
+    )
+    y_pred = pipe.fit(X_train, y_train).predict(X_test)
+    assert np.mean(y_pred == y_test) >= 0.95
+    assert pipe.named_steps["rnn"].net_.module_.head.weight.is_cuda
