@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -217,3 +219,35 @@ def test_transformer_without_feature_names():
 
     enc = FrameEncoder(Square()).fit(np.ones((2, 3, 2)))
     assert enc.get_feature_names_out().tolist() == ["frameencoder0", "frameencoder1"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    lengths=st.lists(st.integers(2, 4), min_size=1, max_size=4),
+    frame_shape=st.sampled_from([(3,), (2, 3), (2, 2, 3)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    as_list=st.booleans(),
+)
+def test_shapes_and_dtypes_property(lengths, frame_shape, dtype, as_list):
+    rng = np.random.RandomState(0)
+    if as_list:
+        X = [rng.rand(n, *frame_shape).astype(dtype) for n in lengths]
+    else:
+        X = rng.rand(len(lengths), lengths[0], *frame_shape).astype(dtype)
+    n_frames = sum(lengths) if as_list else len(lengths) * lengths[0]
+    k = min(2, n_frames, int(np.prod(frame_shape)))
+    enc = FrameEncoder(PCA(k))
+    codes = enc.fit_transform(X)
+    if as_list:
+        assert [c.shape for c in codes] == [(n, k) for n in lengths]
+        assert all(c.dtype == dtype for c in codes)
+    else:
+        assert codes.shape == (len(lengths), lengths[0], k) and codes.dtype == dtype
+    back = enc.inverse_transform(codes)
+    shapes = [b.shape for b in back] if as_list else [back.shape]
+    expected = (
+        [(n, *frame_shape) for n in lengths]
+        if as_list
+        else [(len(lengths), lengths[0], *frame_shape)]
+    )
+    assert shapes == expected
