@@ -48,10 +48,6 @@ DEFAULT_CLASSES = (
 
 def _parse_classes(classes) -> list[tuple[str, bool]]:
     """``[(expression, reversed_in_time), ...]`` for the requested class names."""
-    if isinstance(classes, str):
-        raise ValueError(
-            f"classes={classes!r} must be a list of class names, not a single string."
-        )
     parsed = []
     for name in classes:
         if not isinstance(name, str):
