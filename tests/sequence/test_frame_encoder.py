@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -14,39 +13,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sknmf import DeepNMF, FrameEncoder
 
 
-def _deepnmf_rejects_sparse_fit() -> bool:
-    """Whether DeepNMF itself currently fails to fit_transform sparse input."""
-    try:
-        DeepNMF(2, max_iter=2, random_state=0).fit_transform(
-            sp.csr_matrix(np.ones((4, 3)))
-        )
-    except Exception:
-        return True
-    return False
-
-
-_SPARSE_CHECKS = ("check_estimator_sparse_array", "check_estimator_sparse_matrix")
-
-
-def _expected_failures(estimator):
-    if isinstance(estimator.transformer, DeepNMF) and _deepnmf_rejects_sparse_fit():
-        reason = (
-            "DeepNMF on its own fails fit_transform on sparse input (skorch takes "
-            "len() of its CSR wrapper); FrameEncoder only passes the rows through."
-        )
-        return {
-            name: reason for name in (*_SPARSE_CHECKS, "check_estimator_sparse_tag")
-        }
-    return {}
-
-
 @parametrize_with_checks(
     [
         FrameEncoder(PCA()),
         FrameEncoder(DeepNMF(max_iter=30, tol=0, random_state=0)),
         FrameEncoder(DeepNMF((3, 2), max_iter=20, tol=0, random_state=0)),
-    ],
-    expected_failed_checks=_expected_failures,
+    ]
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
