@@ -465,7 +465,14 @@ class TorchMUProducts:
         Xt = to_torch(X, dtype, device)
         W = torch.from_numpy(W0).to(device)
         H = torch.from_numpy(H0).to(device)
-        return lambda: (Xt @ H.T, W.T @ Xt, W @ (H @ H.T), (W.T @ W) @ H)
+        from sknmf._torch.sparse import matmul, tmatmul
+
+        return lambda: (
+            matmul(Xt, H.T),
+            tmatmul(W, Xt),
+            W @ (H @ H.T),
+            (W.T @ W) @ H,
+        )
 
 
 def deepnmf_solvers() -> set:

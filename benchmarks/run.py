@@ -208,8 +208,8 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
                 100.0 * entry["product_gflops"] / peak if peak else None
             )
             entry["product_time"] = t_prod
-        except NotImplementedError:
-            pass
+        except Exception as exc:  # a rate is a bonus; never sink the suite
+            entry["product_error"] = f"{type(exc).__name__}: {exc}"
         if tr.per_iter:
             entry["iter_gflops"] = flops / tr.per_iter / 1e9
             if "product_time" in entry:
