@@ -61,6 +61,9 @@ _MAX_INNER = 30
 _DENSE_WEIGHT = 1.0 / 3.0
 _SPARSE_WEIGHT = 1.5
 _ROW_OVERHEAD = 150_000.0
+# torch's grain for parallel element-wise work (at::internal::GRAIN_SIZE): smaller
+# operations run on the calling thread.
+_GRAIN = 32768
 
 
 def _is_sparse(X) -> bool:
@@ -142,12 +145,12 @@ def _scaled_system(G: Tensor, R: Tensor, l1: float, l2: float) -> tuple[Tensor, 
     Gs.fill_diagonal_(0.0)
     eye = torch.eye(k, dtype=G.dtype, device=G.device)
     Gs = torch.where(safe[:, None], Gs, -eye)
+    # One pass over the k x n cross term when there is no L1 term (each pass
+    # over it is a parallel region, see _block_size).
     Rs = torch.empty(R.shape, dtype=R.dtype, device=R.device)
+    torch.mul(R, inv[:, None], out=Rs)
     if l1:
-        torch.sub(R, l1, out=Rs)
-    else:
-        Rs.copy_(R)
-    Rs.mul_(inv[:, None])
+        Rs.sub_((l1 * inv)[:, None])
     return Gs, Rs
 
 
@@ -165,6 +168,7 @@ def _block_size(F: Tensor) -> int:
     if F.device.type != "cpu":
         return m
     target = (1 << 20) // max(1, k * F.element_size())
+    target = min(target, _GRAIN)
     b = 1 << max(10, min(14, round(math.log2(max(target, 1)))))
     return m if m <= 1.5 * b else b
 
@@ -186,27 +190,31 @@ def _sweeps(F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int) -> int:
 
     The columns of ``F`` are independent given ``Gs`` and ``Rs`` (rows of W are
     separate least-squares problems), so the sweeps run block by block, each
-    block to its own stopping point while it sits in cache. Returns the largest
-    number of sweeps any block did.
+    block to its own stopping point while it sits in cache. The stopping test
+    watches the first ``_GRAIN // k`` columns of each block: a deterministic
+    sample that keeps the copy and the norm below torch's parallelisation grain
+    (see :func:`_block_size`). Returns the largest number of sweeps any block did.
     """
-    m = F.shape[1]
+    k, m = F.shape
     b = _block_size(F)
     buf = torch.empty(min(b, m), dtype=F.dtype, device=F.device)
-    prev = torch.empty((F.shape[0], min(b, m)), dtype=F.dtype, device=F.device)
+    n_watch = m if F.device.type != "cpu" else max(1, _GRAIN // max(k, 1))
+    prev = torch.empty((k, min(b, m, n_watch)), dtype=F.dtype, device=F.device)
     most = 0
     for start in range(0, m, b):
         Fb = F[:, start : start + b]
         Rb = Rs[:, start : start + b]
         width = Fb.shape[1]
-        bb, pb = buf[:width], prev[:, :width]
+        watched = Fb[:, : prev.shape[1]]
+        pb = prev[:, : watched.shape[1]]
         first = None
         for it in range(1, max_inner + 1):
             if it < max_inner:
-                pb.copy_(Fb)
-            _sweep(Fb, Gs, Rb, bb)
+                pb.copy_(watched)
+            _sweep(Fb, Gs, Rb, buf[:width])
             if it == max_inner:
                 break
-            pb.sub_(Fb)
+            pb.sub_(watched)
             change = float(torch.linalg.vector_norm(pb))
             if first is None:
                 first = change
