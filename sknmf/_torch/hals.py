@@ -257,7 +257,9 @@ def hals_step(
     l1_reg_H: float = 0.0,
     l2_reg_H: float = 0.0,
     update_H: bool = True,
-) -> None:
+    compute_loss: bool = False,
+    sq_norm_X: float | None = None,
+) -> float | None:
     """One outer iteration of accelerated HALS: the W block, then the H block.
 
     ``W`` and ``H`` are updated in place; ``X`` is only read, through
@@ -282,6 +284,20 @@ def hals_step(
         Regularisation strengths, scaled as scikit-learn scales them.
     update_H : bool, default=True
         Whether to update ``H`` after ``W``.
+    compute_loss : bool, default=False
+        Also return ``0.5 * ||X - W H||^2`` (no penalties) for the updated
+        factors, from the block's own products in Gram form
+        (``||X||^2 - 2 <W^T X, H> + <W^T W, H H^T>``, small inner products in
+        float64): nearly free, where evaluating ``X - W H`` costs about as
+        much as the step itself. Its relative error is ~1e-6 in float32.
+    sq_norm_X : float, default=None
+        ``||X||_F^2``, to spare one pass over X per call when
+        ``compute_loss`` is set; computed when None.
+
+    Returns
+    -------
+    loss : float or None
+        The half squared error after the step when ``compute_loss``, else None.
 
     Examples
     --------
@@ -305,20 +321,41 @@ def hals_step(
     H_rows = H if H.is_contiguous() else H.contiguous()
 
     R = (_x_ht(X, H_rows) if XHt is None else XHt).T
-    Gs, Rs = _scaled_system(H_rows @ H_rows.T, R, l1_reg_W, l2_reg_W)
-    del R
+    G = H_rows @ H_rows.T
+    Gs, Rs = _scaled_system(G, R, l1_reg_W, l2_reg_W)
+    if not (compute_loss and not update_H):
+        del R
     _sweeps(Wt, Gs, Rs, _n_inner(nnz, n, p, k, sparse))
     del Rs
     if copied:
         W.copy_(Wt.T)
 
-    if update_H:
-        C = _wt_x(X, Wt)
-        Gs, Rs = _scaled_system(Wt @ Wt.T, C, l1_reg_H, l2_reg_H)
-        del C
-        _sweeps(H_rows, Gs, Rs, _n_inner(nnz, p, n, k, sparse))
-        if H_rows is not H:
-            H.copy_(H_rows)
+    if not update_H:
+        if not compute_loss:
+            return None
+        # Gram form with the final W and the W block's own cross term X H^T.
+        cross = float(torch.sum(R * Wt, dtype=torch.float64))
+        return _half_sq_error(X, sq_norm_X, cross, Wt @ Wt.T, G)
+    C = _wt_x(X, Wt)
+    D = Wt @ Wt.T
+    Gs, Rs = _scaled_system(D, C, l1_reg_H, l2_reg_H)
+    _sweeps(H_rows, Gs, Rs, _n_inner(nnz, p, n, k, sparse))
+    if H_rows is not H:
+        H.copy_(H_rows)
+    if not compute_loss:
+        return None
+    H64 = H_rows.to(torch.float64)
+    cross = float(torch.vdot(C.to(torch.float64).flatten(), H64.flatten()))
+    return _half_sq_error(X, sq_norm_X, cross, D, H_rows @ H_rows.T)
+
+
+def _half_sq_error(X, sq_norm_X, cross: float, WtW: Tensor, HHt: Tensor) -> float:
+    """``0.5 ||X - W H||^2 = 0.5 (||X||^2 - 2 <X, W H> + <W^T W, H H^T>)``."""
+    sq = _sq_norm(X) if sq_norm_X is None else float(sq_norm_X)
+    gram = float(
+        torch.vdot(WtW.to(torch.float64).flatten(), HHt.to(torch.float64).flatten())
+    )
+    return 0.5 * max(sq - 2.0 * cross + gram, 0.0)
 
 
 def hals_solve_W(
