@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+from sknmf.image import ImagePatches  # noqa: E402
+
+__all__ = ["ImagePatches", "__version__"]
