@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -131,25 +131,52 @@ def _add_compress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="image to compress (any format Pillow reads)")
     p.add_argument("output", help="compressed file to write (.sknmf)")
     p.add_argument(
-        "-q", "--quality", type=_int_in(1, 100), default=75,
+        "-q",
+        "--quality",
+        type=_int_in(1, 100),
+        default=75,
         help="1-100, higher is larger and better (default: 75)",
     )
     p.add_argument(
-        "-k", "--components", type=_components, default=None,
+        "-k",
+        "--components",
+        type=_components,
+        default=None,
         help="components of the luma plane; a list like 64,48,32 fits a deep NMF",
     )
     p.add_argument(
-        "--chroma-components", type=_components, default=None,
+        "--chroma-components",
+        type=_components,
+        default=None,
         help="components of the chroma planes",
     )
-    p.add_argument("-p", "--patch", type=_int_in(1, 64), default=None,
-                   help="patch side in pixels (default: 8)")
-    p.add_argument("-b", "--bits", type=_int_in(2, 16), default=None,
-                   help="bits per quantised code")
-    p.add_argument("--color", choices=("ycbcr", "rgb"), default="ycbcr",
-                   help="colour transform of RGB images (default: ycbcr)")
-    p.add_argument("--subsampling", type=int, choices=(1, 2), default=2,
-                   help="chroma subsampling per side (default: 2, as JPEG's 4:2:0)")
+    p.add_argument(
+        "-p",
+        "--patch",
+        type=_int_in(1, 64),
+        default=None,
+        help="patch side in pixels (default: 8)",
+    )
+    p.add_argument(
+        "-b",
+        "--bits",
+        type=_int_in(2, 16),
+        default=None,
+        help="bits per quantised code",
+    )
+    p.add_argument(
+        "--color",
+        choices=("ycbcr", "rgb"),
+        default="ycbcr",
+        help="colour transform of RGB images (default: ycbcr)",
+    )
+    p.add_argument(
+        "--subsampling",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="chroma subsampling per side (default: 2, as JPEG's 4:2:0)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
@@ -246,8 +273,11 @@ def _plane_names(header: dict) -> list[str]:
 
 
 def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="sknmf-demo",
-                   help="folder for the PNG figures (default: ./sknmf-demo)")
+    p.add_argument(
+        "--out",
+        default="sknmf-demo",
+        help="folder for the PNG figures (default: ./sknmf-demo)",
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -257,14 +287,31 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[_Command] = [
-    _Command("compress", "compress an image into an .sknmf file",
-             _add_compress_arguments, _run_compress),
-    _Command("decompress", "decode an .sknmf file into an image",
-             _add_decompress_arguments, _run_decompress),
-    _Command("info", "show the header and rate of an .sknmf file",
-             _add_info_arguments, _run_info),
-    _Command("demo", "compress the bundled photos with (deep) NMF and JPEG, "
-             "print a table and write figures", _add_demo_arguments, _run_demo),
+    _Command(
+        "compress",
+        "compress an image into an .sknmf file",
+        _add_compress_arguments,
+        _run_compress,
+    ),
+    _Command(
+        "decompress",
+        "decode an .sknmf file into an image",
+        _add_decompress_arguments,
+        _run_decompress,
+    ),
+    _Command(
+        "info",
+        "show the header and rate of an .sknmf file",
+        _add_info_arguments,
+        _run_info,
+    ),
+    _Command(
+        "demo",
+        "compress the bundled photos with (deep) NMF and JPEG, "
+        "print a table and write figures",
+        _add_demo_arguments,
+        _run_demo,
+    ),
 ]
 
 

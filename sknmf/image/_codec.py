@@ -200,7 +200,13 @@ def compress(
     header = _IMAGE.pack(h, w, n_channels, int(has_axis), color_id, len(records))
     for r in records:
         header += _PLANE.pack(
-            r.kind, r.sub, r.ph, r.pw, r.n_components, r.code_bytes, len(r.layers),
+            r.kind,
+            r.sub,
+            r.ph,
+            r.pw,
+            r.n_components,
+            r.code_bytes,
+            len(r.layers),
             r.step,
         )
         header += b"".join(_LAYER.pack(s) for s in r.layers)
@@ -375,6 +381,27 @@ def load(path) -> np.ndarray:
     return decompress(data)
 
 
+def dictionaries(data) -> list:
+    """The atoms stored in a compressed image, one ``(K, ph, pw)`` array per plane.
+
+    Lossless planes (alpha) give ``None``. Used by the demo's figures.
+    """
+    info = _parse(data)
+    h, w = info["shape"][:2]
+    raw = _inflate(info["_payload"], info["_raw_size"])
+    out, offset = [], 0
+    for rec in info["_planes"]:
+        if rec.kind == _KIND_RAW:
+            out.append(None)
+        else:
+            k, d = rec.n_components, rec.ph * rec.pw
+            q = np.frombuffer(raw, dtype=np.uint8, count=k * d, offset=offset)
+            scale = np.frombuffer(raw, dtype="<f4", count=k, offset=offset + k * d)
+            out.append(_atoms(q.reshape(k, d), scale.copy()).reshape(k, rec.ph, rec.pw))
+        offset += _plane_raw_size(rec, h, w)
+    return out
+
+
 # --------------------------------------------------------------------------- #
 # Settings and validation
 # --------------------------------------------------------------------------- #
@@ -445,7 +472,9 @@ def _settings(quality, n_components, chroma_components, bits, patch_size):
         chroma = _check_components(chroma_components, "chroma_components")
     if bits is not None:
         qbits = _check_int(bits, "bits", 2, 16)
-    patch = 8 if patch_size is None else _check_int(patch_size, "patch_size", 1, MAX_PATCH)
+    patch = (
+        8 if patch_size is None else _check_int(patch_size, "patch_size", 1, MAX_PATCH)
+    )
     return luma, chroma, qbits, patch
 
 
@@ -682,7 +711,9 @@ def _parse(data) -> dict:
         )
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
-        raise ValueError("corrupt sknmf image: checksum mismatch (truncated or damaged).")
+        raise ValueError(
+            "corrupt sknmf image: checksum mismatch (truncated or damaged)."
+        )
     if flags != 0:
         raise ValueError(f"corrupt sknmf image: unknown flags {flags:#x}.")
     pos = _PREFIX.size
@@ -720,7 +751,8 @@ def _parse(data) -> dict:
         if off + n_layers * _LAYER.size > len(header) or n_layers > MAX_LAYERS:
             raise ValueError("corrupt sknmf image: layer sizes are truncated.")
         layers = tuple(
-            _LAYER.unpack_from(header, off + i * _LAYER.size)[0] for i in range(n_layers)
+            _LAYER.unpack_from(header, off + i * _LAYER.size)[0]
+            for i in range(n_layers)
         )
         off += n_layers * _LAYER.size
         rec = _Plane(kind, sub, ph, pw, k, code_bytes, layers, step)
@@ -790,13 +822,13 @@ def _check_plane(rec: _Plane, index: int, n_channels: int) -> None:
 
 
 def _inflate(payload: bytes, raw_size: int) -> bytes:
-    decoder = lzma.LZMADecompressor(
-        format=lzma.FORMAT_RAW, filters=_filters(raw_size)
-    )
+    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_filters(raw_size))
     try:
         raw = decoder.decompress(payload, max_length=raw_size + 1)
     except lzma.LZMAError as exc:
-        raise ValueError(f"corrupt sknmf image: payload does not decode ({exc}).") from exc
+        raise ValueError(
+            f"corrupt sknmf image: payload does not decode ({exc})."
+        ) from exc
     if len(raw) != raw_size:
         raise ValueError(
             f"corrupt sknmf image: payload holds {len(raw)} bytes, the header "

@@ -163,5 +163,7 @@ def bits_per_pixel(data, shape=None) -> float:
         shape = read_header(bytes(data))["shape"]
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"shape must be (h, w) or (h, w, c) with h, w >= 1; got {shape}.")
+        raise ValueError(
+            f"shape must be (h, w) or (h, w, c) with h, w >= 1; got {shape}."
+        )
     return 8.0 * n_bytes / (shape[0] * shape[1])

@@ -334,7 +334,7 @@ class ImagePatches(TransformerMixin, BaseEstimator):
 
 
 def _ndim(X) -> int:
-    """Number of dimensions without asking ``X`` for ``ndim`` (it may not be an array)."""
+    """Number of dimensions of ``X``, which may be a list or not quite an array."""
     shape = getattr(X, "shape", None)
     if shape is not None:
         return len(shape)

@@ -105,7 +105,9 @@ def test_decoding_in_a_fresh_process_needs_only_the_file(photo, tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=ROOT)
     subprocess.run(
-        [sys.executable, "-c", code, str(path), str(out)], check=True, env=env,
+        [sys.executable, "-c", code, str(path), str(out)],
+        check=True,
+        env=env,
         cwd=tmp_path,
     )
     np.testing.assert_array_equal(np.load(out), load(path))
@@ -251,7 +253,9 @@ def _mutations(data: bytes, rng):
     for _ in range(150):  # bytes inserted or deleted
         pos = int(rng.integers(0, len(data)))
         if rng.random() < 0.5:
-            yield data[:pos] + bytes(rng.integers(0, 256, 3, dtype=np.uint8)) + data[pos:]
+            yield (
+                data[:pos] + bytes(rng.integers(0, 256, 3, dtype=np.uint8)) + data[pos:]
+            )
         else:
             yield data[:pos] + data[pos + 1 + int(rng.integers(0, 4)) :]
     for _ in range(150):  # random bytes, some behind the right magic
