@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
-from sknmf.image import ImagePatches  # noqa: E402
+from .decomposition import DeepNMF, deep_nmf
+from .image import ImagePatches
 
-__all__ = ["ImagePatches", "__version__"]
+__all__ = ["DeepNMF", "ImagePatches", "__version__", "deep_nmf"]
