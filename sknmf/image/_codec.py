@@ -24,6 +24,7 @@ import lzma
 import numbers
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -31,7 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
+from sknmf._utils import seed_from_random_state
 from sknmf.image._patches import ImagePatches
 
 __all__ = ["compress", "decompress", "load", "read_header", "save"]
@@ -44,6 +47,11 @@ MAX_PIXELS = 1 << 28
 MAX_COMPONENTS = 4096
 MAX_PATCH = 64
 MAX_LAYERS = 16
+
+# Encoder budget: dictionary iterations, rows it is fitted on, code sweeps.
+_FIT_ITER = 200
+_MAX_FIT_ROWS = 2048
+_CODE_ITER = 30
 
 _COLORS = {"gray": 0, "rgb": 1, "ycbcr": 2}
 _COLOR_NAMES = {v: k for k, v in _COLORS.items()}
@@ -561,16 +569,22 @@ def _plane_raw_size(rec: _Plane, h: int, w: int) -> int:
 def _default_estimator(n_components, random_state):
     from sknmf import DeepNMF
 
+    # tol=0: the scikit-learn stopping rule halts multiplicative updates on image
+    # patches after a few dozen iterations, far from a useful dictionary. A deep
+    # model splits the same budget between pretraining and joint fine-tuning.
+    deep = isinstance(n_components, tuple)
     return DeepNMF(
         n_components,
         init="nndsvda",
-        max_iter=200,
-        tol=1e-4,
+        max_iter=_FIT_ITER // 2 if deep else _FIT_ITER,
+        pretrain_max_iter=_FIT_ITER // 2 if deep else None,
+        tol=0.0,
         random_state=random_state,
     )
 
 
 def _fit_dictionary(X, n_components, estimator, random_state):
+    """Fit the factoriser on (a sample of) the patch rows; return its atoms."""
     if estimator is None:
         est = _default_estimator(n_components, random_state)
     else:
@@ -582,14 +596,24 @@ def _fit_dictionary(X, n_components, estimator, random_state):
                 f"parameter (e.g. sknmf.DeepNMF or sklearn NMF); got {estimator!r}."
             )
         est = clone(estimator).set_params(n_components=n_components)
-    W = est.fit_transform(X)
+    if len(X) > _MAX_FIT_ROWS:
+        # The dictionary is learned on a sample of patches; the codes of every
+        # patch are fitted afterwards. Fit time no longer grows with image size.
+        seed = seed_from_random_state(random_state)
+        rows = np.random.default_rng(seed).choice(len(X), _MAX_FIT_ROWS, replace=False)
+        X = X[np.sort(rows)]
+    with warnings.catch_warnings():
+        # The iteration budget is the codec's speed/quality trade-off, not a
+        # failure worth a warning per plane.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X)
     H = np.asarray(est.components_, dtype=np.float32)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:
         raise ValueError(
             f"estimator {type(est).__name__} gave components_ of shape {H.shape}; "
             f"expected (n_components, {X.shape[1]})."
         )
-    return np.asarray(W, dtype=np.float32), H
+    return H
 
 
 def _quantise_dictionary(H: np.ndarray):
@@ -609,15 +633,15 @@ def _atoms(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[:, None]
 
 
-def _refit_codes(X, D, W0, n_iter=30):
+def _refit_codes(X, D, n_iter=_CODE_ITER):
     """Nonnegative least-squares codes of ``X`` on the fixed atoms ``D`` (HALS).
 
-    The stored dictionary is the 8-bit one, so the codes are re-fitted to it
-    from the estimator's codes, rescaled to the unit-norm atoms.
+    The codes are fitted to the dictionary the file stores (8-bit atoms), for
+    every patch, by coordinate descent from zero.
     """
     X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     D = torch.from_numpy(D)
-    W = torch.from_numpy(np.ascontiguousarray(W0, dtype=np.float32)).clone()
+    W = torch.zeros((X.shape[0], D.shape[0]), dtype=torch.float32)
     gram = D @ D.T
     xdt = X @ D.T
     diag = gram.diagonal().clamp_min(1e-12)
@@ -640,11 +664,10 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state, index):
     cap = min(X.shape)
     layers = tuple(min(r, cap) for r in layers)
     n_components = layers if len(layers) > 1 else layers[0]
-    W, H = _fit_dictionary(X, n_components, estimator, random_state)
+    H = _fit_dictionary(X, n_components, estimator, random_state)
     q, scale = _quantise_dictionary(H)
     D = _atoms(q, scale)
-    norms = np.linalg.norm(H, axis=1)
-    W = _refit_codes(X, D, W * norms[None, :])
+    W = _refit_codes(X, D)
     top = float(W.max()) if W.size else 0.0
     levels = (1 << bits) - 1
     step = top / levels if top > 0 else 1.0

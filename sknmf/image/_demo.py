@@ -23,13 +23,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sknmf.image._codec import _settings, compress, decompress, dictionaries
+from sknmf.image._codec import (
+    _FIT_ITER,
+    _settings,
+    compress,
+    decompress,
+    dictionaries,
+)
 from sknmf.image._metrics import bits_per_pixel, psnr, ssim
 from sknmf.image._patches import ImagePatches
 
 QUALITIES = (20, 50, 80)
 N_COMPONENTS = 32
-FACTOR_ITER = 200
+FACTOR_ITER = 100
 
 
 @dataclass
@@ -46,12 +52,12 @@ class _Row:
     decoded: np.ndarray | None = field(default=None, repr=False)
 
 
-def _deep(k):
-    """Three non-increasing layers ending in ``k`` (first at most 64 = 8x8)."""
-    return (min(64, 2 * k), max(k, round(1.5 * k)), k)
+def _deep(k, cap=64):
+    """Three non-increasing layers ending in ``k``, the first at most ``cap``."""
+    return (max(k, min(cap, 2 * k)), max(k, min(cap, round(1.5 * k))), k)
 
 
-def _factorisers(n_components, random_state=0):
+def _factorisers(n_components, cap, random_state=0):
     from sklearn.decomposition import NMF
 
     from sknmf import DeepNMF
@@ -63,15 +69,17 @@ def _factorisers(n_components, random_state=0):
                 n_components,
                 init="nndsvda",
                 max_iter=FACTOR_ITER,
+                tol=0.0,
                 random_state=random_state,
             ),
         ),
         (
             "DeepNMF, 3 layers",
             DeepNMF(
-                _deep(n_components),
+                _deep(n_components, cap),
                 init="nndsvda",
                 max_iter=FACTOR_ITER,
+                tol=0.0,
                 random_state=random_state,
             ),
         ),
@@ -82,6 +90,7 @@ def _factorisers(n_components, random_state=0):
                 init="nndsvda",
                 solver="cd",
                 max_iter=FACTOR_ITER,
+                tol=0.0,
                 random_state=random_state,
             ),
         ),
@@ -133,7 +142,8 @@ def _factorisation_table(images, log):
         patches = ImagePatches((8, 8)).fit(image)
         X = patches.transform(image).astype(np.float32) / 255.0
         norm = float(np.linalg.norm(X))
-        for method, est in _factorisers(N_COMPONENTS):
+        cap = min(X.shape)
+        for method, est in _factorisers(min(N_COMPONENTS, cap), cap):
             log(f"  factorising {name}: {method} ...")
             start = time.perf_counter()
             with warnings.catch_warnings():
@@ -170,10 +180,12 @@ def _codec_rows(images, qualities, log):
                     "sklearn NMF",
                     {
                         "quality": q,
+                        # The same iteration budget as the default DeepNMF.
                         "estimator": NMF(
                             init="nndsvda",
                             solver="cd",
-                            max_iter=FACTOR_ITER,
+                            max_iter=_FIT_ITER,
+                            tol=0.0,
                             random_state=0,
                         ),
                     },
@@ -313,7 +325,9 @@ def _figures(out_dir, images, codec_rows, qualities, log) -> list[str]:
     for i, name in enumerate(names):
         image = images[name]
         h, w = image.shape[:2]
-        crop = (slice(h // 2 - 64, h // 2 + 64), slice(w // 2 - 80, w // 2 + 80))
+        ch, cw = min(h, 128), min(w, 160)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = (slice(top, top + ch), slice(left, left + cw))
         panels = [("original", image)]
         for method in methods:
             rows = [r for r in codec_rows if r.image == name and r.method == method]
