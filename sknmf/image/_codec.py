@@ -59,7 +59,7 @@ _KIND_NMF, _KIND_RAW = 0, 1
 
 _PREFIX = struct.Struct("<8sBBH")
 _IMAGE = struct.Struct("<IIBBBB")  # h, w, channels, channel axis, colour, n_planes
-_PLANE = struct.Struct("<BBBBHBBf")  # kind, sub, ph, pw, K, code bytes, n_layers, step
+_PLANE = struct.Struct("<BBBBHBBf")  # kind, sub, ph, pw, K, bits, n_layers, step
 _LAYER = struct.Struct("<H")
 
 # Settings picked by ``quality``: (quality, luma components, chroma components,
@@ -89,7 +89,12 @@ class _Plane:
     ph: int
     pw: int
     n_components: int
-    code_bytes: int
+    bits: int
+
+    @property
+    def code_bytes(self) -> int:
+        return 1 if self.bits <= 8 else 2
+
     layers: tuple
     step: float
 
@@ -206,7 +211,7 @@ def compress(
         records.append(record)
         chunks.append(chunk)
     if n_channels == 4:
-        records.append(_Plane(_KIND_RAW, 1, 1, 1, 0, 1, (), 0.0))
+        records.append(_Plane(_KIND_RAW, 1, 1, 1, 0, 8, (), 0.0))
         chunks.append(np.ascontiguousarray(image[..., 3]).tobytes())
 
     header = _IMAGE.pack(h, w, n_channels, int(has_axis), color_id, len(records))
@@ -217,7 +222,7 @@ def compress(
             r.ph,
             r.pw,
             r.n_components,
-            r.code_bytes,
+            r.bits,
             len(r.layers),
             r.step,
         )
@@ -674,7 +679,7 @@ def _quantise_codes(X, D, W, step, levels, sweeps=2):
     Q = torch.zeros(W.shape, dtype=torch.int64)
     gram = D @ D.T
     xdt = X @ D.T
-    order = np.argsort(-W.var(dim=0).numpy(), kind="stable")
+    order = np.argsort(-W.var(dim=0, correction=0).numpy(), kind="stable")
     free = list(order)
     for k in order:
         free.remove(k)
@@ -706,15 +711,14 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state, index):
     # The step the decoder will read back (float32), so both sides agree.
     step = float(np.float32(top / levels if top > 0 else 1.0))
     codes = _quantise_codes(X, D, W, step, levels)
-    code_bytes = 1 if bits <= 8 else 2
-    codes = codes.astype("<u1" if code_bytes == 1 else "<u2")
+    codes = codes.astype("<u1" if bits <= 8 else "<u2")
     rec = _Plane(
         _KIND_NMF,
         sub,
         patch,
         patch,
         D.shape[0],
-        code_bytes,
+        bits,
         layers if len(layers) > 1 else (),
         step,
     )
@@ -733,8 +737,12 @@ def _decode_plane(rec: _Plane, chunk: bytes, h: int, w: int) -> np.ndarray:
     scale = np.frombuffer(chunk, dtype="<f4", count=k, offset=k * d)
     dtype = "<u1" if rec.code_bytes == 1 else "<u2"
     codes = np.frombuffer(chunk, dtype=dtype, count=k * n, offset=k * (d + 4))
-    if not np.all(np.isfinite(scale)):
-        raise ValueError("corrupt file: a dictionary scale is not finite.")
+    if not np.all(np.isfinite(scale)) or np.any(scale < 0):
+        raise ValueError("corrupt sknmf image: a dictionary scale is invalid.")
+    if codes.size and int(codes.max()) >= 1 << rec.bits:
+        raise ValueError(
+            f"corrupt sknmf image: a code exceeds its {rec.bits}-bit range."
+        )
     D = _atoms(q, scale.astype(np.float32))
     W = codes.reshape(k, n).T.astype(np.float32) * np.float32(rec.step)
     rows = W @ D
@@ -801,9 +809,7 @@ def _parse(data) -> dict:
     for index in range(n_planes):
         if off + _PLANE.size > len(header):
             raise ValueError("corrupt sknmf image: plane records are truncated.")
-        kind, sub, ph, pw, k, code_bytes, n_layers, step = _PLANE.unpack_from(
-            header, off
-        )
+        kind, sub, ph, pw, k, bits, n_layers, step = _PLANE.unpack_from(header, off)
         off += _PLANE.size
         if off + n_layers * _LAYER.size > len(header) or n_layers > MAX_LAYERS:
             raise ValueError("corrupt sknmf image: layer sizes are truncated.")
@@ -812,7 +818,7 @@ def _parse(data) -> dict:
             for i in range(n_layers)
         )
         off += n_layers * _LAYER.size
-        rec = _Plane(kind, sub, ph, pw, k, code_bytes, layers, step)
+        rec = _Plane(kind, sub, ph, pw, k, bits, layers, step)
         _check_plane(rec, index, n_channels)
         planes.append(rec)
     if off != len(header):
@@ -841,7 +847,7 @@ def _parse(data) -> dict:
                 "patch_size": (r.ph, r.pw),
                 "n_components": r.n_components,
                 "layers": r.layers or (r.n_components,),
-                "code_bits": 8 * r.code_bytes,
+                "code_bits": r.bits,
                 "step": r.step,
             }
             for r in planes
@@ -856,7 +862,7 @@ def _check_plane(rec: _Plane, index: int, n_channels: int) -> None:
     where = f"corrupt sknmf image: plane {index}"
     alpha = n_channels == 4 and index == 3
     if alpha:
-        if rec.kind != _KIND_RAW or rec.sub != 1 or rec.n_components != 0:
+        if rec.kind != _KIND_RAW or (rec.sub, rec.n_components, rec.bits) != (1, 0, 8):
             raise ValueError(f"{where} (alpha) must be stored losslessly.")
         return
     if rec.kind != _KIND_NMF:
@@ -867,8 +873,8 @@ def _check_plane(rec: _Plane, index: int, n_channels: int) -> None:
         raise ValueError(f"{where} has invalid patch size {rec.ph}x{rec.pw}.")
     if not 1 <= rec.n_components <= min(MAX_COMPONENTS, rec.ph * rec.pw):
         raise ValueError(f"{where} has invalid n_components {rec.n_components}.")
-    if rec.code_bytes not in (1, 2):
-        raise ValueError(f"{where} has invalid code width {rec.code_bytes}.")
+    if not 2 <= rec.bits <= 16:
+        raise ValueError(f"{where} has invalid code width of {rec.bits} bits.")
     if not (np.isfinite(rec.step) and rec.step > 0):
         raise ValueError(f"{where} has invalid quantisation step {rec.step}.")
     if rec.layers and (

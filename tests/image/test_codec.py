@@ -128,7 +128,7 @@ def test_header_describes_the_settings(photo):
     y, cb, cr = header["planes"]
     assert header["shape"] == photo.shape and header["color"] == "ycbcr"
     assert (y["n_components"], cb["n_components"], cr["n_components"]) == (10, 3, 3)
-    assert y["patch_size"] == (4, 4) and y["code_bits"] == 16
+    assert y["patch_size"] == (4, 4) and y["code_bits"] == 12
     assert (y["subsampling"], cb["subsampling"]) == (1, 2)
     rgb = read_header(compress(photo, color="rgb", n_components=5))
     assert rgb["color"] == "rgb"
@@ -206,7 +206,7 @@ PLANE0 = 12 + 12
         (9, "<B", 1, "flags"),
         (PLANE0 + 2, "<B", 0, "patch size"),
         (PLANE0 + 4, "<H", 4000, "n_components"),
-        (PLANE0 + 6, "<B", 3, "code width"),
+        (PLANE0 + 6, "<B", 1, "code width"),
         (PLANE0 + 8, "<f", float("nan"), "step"),
         (PLANE0 + 1, "<B", 2, "subsampling"),
     ],
