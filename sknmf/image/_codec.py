@@ -4,7 +4,7 @@ File layout (all integers little-endian, version 1)::
 
     magic   8 bytes   b"\\x89SKNMF\\r\\n"
     version u8        1
-    flags   u8        0 (reserved)
+    flags   u8        bit 0: codes stored patch by patch (else atom by atom)
     hlen    u16       length of the header block
     header  hlen      image shape, colour transform, one record per plane
     plen    u32       length of the payload
@@ -56,6 +56,7 @@ _CODE_ITER = 30
 _COLORS = {"gray": 0, "rgb": 1, "ycbcr": 2}
 _COLOR_NAMES = {v: k for k, v in _COLORS.items()}
 _KIND_NMF, _KIND_RAW = 0, 1
+_FLAG_PATCH_MAJOR = 1  # codes stored patch by patch instead of atom by atom
 
 _PREFIX = struct.Struct("<8sBBH")
 _IMAGE = struct.Struct("<IIBBBB")  # h, w, channels, channel axis, colour, n_planes
@@ -203,16 +204,16 @@ def compress(
         else:
             planes = [(rgb[..., i].astype(np.float32), luma_k, 1) for i in range(3)]
 
-    records, chunks = [], []
+    records, parts = [], []
     for index, (plane, k, sub) in enumerate(planes):
-        record, chunk = _encode_plane(
+        record, part = _encode_plane(
             plane, k, sub, patch, bits, estimator, random_state, index
         )
         records.append(record)
-        chunks.append(chunk)
+        parts.append(part)
     if n_channels == 4:
         records.append(_Plane(_KIND_RAW, 1, 1, 1, 0, 8, (), 0.0))
-        chunks.append(np.ascontiguousarray(image[..., 3]).tobytes())
+        parts.append((np.ascontiguousarray(image[..., 3]).tobytes(), None))
 
     header = _IMAGE.pack(h, w, n_channels, int(has_axis), color_id, len(records))
     for r in records:
@@ -227,9 +228,19 @@ def compress(
             r.step,
         )
         header += b"".join(_LAYER.pack(s) for s in r.layers)
-    raw = b"".join(chunks)
-    payload = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_filters(len(raw)))
-    body = _PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
+    # Codes atom by atom or patch by patch: which one LZMA packs better depends
+    # on the image (a few percent either way), so both are tried.
+    candidates = []
+    for flags in (0, _FLAG_PATCH_MAJOR):
+        raw = b"".join(
+            head + (b"" if codes is None else _code_bytes(codes, flags))
+            for head, codes in parts
+        )
+        filters = _filters(len(raw))
+        payload = lzma.compress(raw, format=lzma.FORMAT_RAW, filters=filters)
+        candidates.append((len(payload), flags, payload))
+    _, flags, payload = min(candidates)
+    body = _PREFIX.pack(MAGIC, VERSION, flags, len(header)) + header
     body += struct.pack("<I", len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -275,7 +286,7 @@ def decompress(data) -> np.ndarray:
         size = _plane_raw_size(rec, h, w)
         chunk = raw[offset : offset + size]
         offset += size
-        decoded.append(_decode_plane(rec, chunk, h, w))
+        decoded.append(_decode_plane(rec, chunk, h, w, info["_flags"]))
     n_channels, color = info["n_channels"], info["color"]
     if n_channels == 1:
         out = _to_uint8(decoded[0])
@@ -722,13 +733,15 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state, index):
         layers if len(layers) > 1 else (),
         step,
     )
-    # Component-major codes: each run holds one atom's statistics, which LZMA
-    # models better than interleaved rows.
-    chunk = q.tobytes() + scale.astype("<f4").tobytes() + codes.T.tobytes()
-    return rec, chunk
+    return rec, (q.tobytes() + scale.astype("<f4").tobytes(), codes)
 
 
-def _decode_plane(rec: _Plane, chunk: bytes, h: int, w: int) -> np.ndarray:
+def _code_bytes(codes: np.ndarray, flags: int) -> bytes:
+    """Codes patch by patch (flag set) or atom by atom."""
+    return (codes if flags & _FLAG_PATCH_MAJOR else codes.T).tobytes()
+
+
+def _decode_plane(rec: _Plane, chunk: bytes, h: int, w: int, flags: int):
     if rec.kind == _KIND_RAW:
         return np.frombuffer(chunk, dtype=np.uint8).reshape(h, w)
     k, d = rec.n_components, rec.ph * rec.pw
@@ -744,7 +757,8 @@ def _decode_plane(rec: _Plane, chunk: bytes, h: int, w: int) -> np.ndarray:
             f"corrupt sknmf image: a code exceeds its {rec.bits}-bit range."
         )
     D = _atoms(q, scale.astype(np.float32))
-    W = codes.reshape(k, n).T.astype(np.float32) * np.float32(rec.step)
+    codes = codes.reshape(n, k) if flags & _FLAG_PATCH_MAJOR else codes.reshape(k, n).T
+    W = codes.astype(np.float32) * np.float32(rec.step)
     rows = W @ D
     sh, sw = _plane_shape(rec, h, w)
     patches = ImagePatches((rec.ph, rec.pw))
@@ -779,7 +793,7 @@ def _parse(data) -> dict:
         raise ValueError(
             "corrupt sknmf image: checksum mismatch (truncated or damaged)."
         )
-    if flags != 0:
+    if flags & ~_FLAG_PATCH_MAJOR:
         raise ValueError(f"corrupt sknmf image: unknown flags {flags:#x}.")
     pos = _PREFIX.size
     end_header = pos + hlen
@@ -855,6 +869,7 @@ def _parse(data) -> dict:
         "_planes": planes,
         "_payload": data[start : start + plen],
         "_raw_size": raw_size,
+        "_flags": flags,
     }
 
 

@@ -203,7 +203,7 @@ PLANE0 = 12 + 12
         (C_OFF, "<B", 2, "channels"),
         (COLOR_OFF, "<B", 9, "colour"),
         (8, "<B", 2, "version"),
-        (9, "<B", 1, "flags"),
+        (9, "<B", 2, "flags"),
         (PLANE0 + 2, "<B", 0, "patch size"),
         (PLANE0 + 4, "<H", 4000, "n_components"),
         (PLANE0 + 6, "<B", 1, "code width"),
@@ -297,3 +297,33 @@ def test_fuzz_crafted_checksums_decode_or_refuse(small_file):
         assert image.dtype == np.uint8
         assert image.shape == read_header(data)["shape"]
     assert refused > 0
+
+
+def test_code_layout_flag_is_honoured(photo):
+    # The encoder stores the codes atom by atom or patch by patch, whichever
+    # LZMA packs smaller, and says which in the flags byte. Re-encoding the
+    # payload in the other layout, with the flag flipped, decodes identically.
+    import lzma
+
+    from sknmf.image import _codec
+
+    data = compress(photo, quality=50)
+    info = _codec._parse(data)
+    raw = _codec._inflate(info["_payload"], info["_raw_size"])
+    h, w = photo.shape[:2]
+    out, offset = b"", 0
+    for rec in info["_planes"]:
+        size = _codec._plane_raw_size(rec, h, w)
+        chunk = raw[offset : offset + size]
+        offset += size
+        head = rec.n_components * (rec.ph * rec.pw + 4)
+        n = _codec._n_patches(rec, h, w)
+        codes = np.frombuffer(chunk[head:], dtype=np.uint8)
+        shape = (n, rec.n_components) if info["_flags"] & 1 else (rec.n_components, n)
+        out += chunk[:head] + codes.reshape(shape).T.tobytes()
+    filters = _codec._filters(len(out))
+    payload = lzma.compress(out, format=lzma.FORMAT_RAW, filters=filters)
+    body = bytearray(data[: data.index(info["_payload"]) - 4])
+    body[9] = info["_flags"] ^ 1
+    body += struct.pack("<I", len(payload)) + payload
+    np.testing.assert_array_equal(decompress(_with_crc(bytes(body))), decompress(data))
