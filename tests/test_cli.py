@@ -203,11 +203,15 @@ def test_bad_options_exit_2(args, fragment, capsys):
     assert fragment in res.stderr
 
 
-def test_demo_writes_figures(tmp_path):
+def test_demo_writes_figures(tmp_path, monkeypatch):
     # The full demo runs the sample photos (checked by hand and in the docs);
-    # here the same code path runs on small crops in-process.
+    # here the same code path runs on small crops in-process, with a small
+    # iteration budget: this checks the tables and figures, not the quality.
     pytest.importorskip("matplotlib")
-    from sknmf.image import _demo
+    from sknmf.image import _codec, _demo
+
+    monkeypatch.setattr(_codec, "_FIT_ITER", 40)
+    monkeypatch.setattr(_demo, "FACTOR_ITER", 20)
 
     messages = []
     code = _demo.run(

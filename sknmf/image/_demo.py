@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sknmf.image import _codec
 from sknmf.image._codec import (
-    _FIT_ITER,
     _settings,
     compress,
     decompress,
@@ -184,7 +184,7 @@ def _codec_rows(images, qualities, log):
                         "estimator": NMF(
                             init="nndsvda",
                             solver="cd",
-                            max_iter=_FIT_ITER,
+                            max_iter=_codec._FIT_ITER,
                             tol=0.0,
                             random_state=0,
                         ),
