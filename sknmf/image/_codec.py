@@ -94,13 +94,12 @@ class _Plane:
     pw: int
     n_components: int
     bits: int
+    layers: tuple
+    step: float
 
     @property
     def code_bytes(self) -> int:
         return 1 if self.bits <= 8 else 2
-
-    layers: tuple
-    step: float
 
 
 # --------------------------------------------------------------------------- #
@@ -125,10 +124,12 @@ def compress(
 
     Each plane (Y, Cb, Cr after the colour transform; chroma at half resolution
     by default) is cut into patches, factorised as ``codes @ dictionary`` with
-    :class:`sknmf.DeepNMF`, the dictionary is stored in 8 bits per entry, the
-    codes are re-fitted to that stored dictionary, quantised uniformly to
-    ``bits`` bits and everything is LZMA-coded. The file is self-contained:
-    :func:`decompress` needs nothing else.
+    :class:`sknmf.DeepNMF` (fitted on a sample of the patches), the dictionary
+    is stored in 8 bits per entry, the codes of every patch are fitted to that
+    stored dictionary and quantised on a uniform ``bits``-bit grid (one atom at a
+    time, the others re-fitted to absorb the error), and everything is
+    LZMA-coded. The file is self-contained: :func:`decompress` needs nothing
+    else.
 
     Parameters
     ----------
@@ -140,10 +141,11 @@ def compress(
         values of those override it.
     n_components : int or tuple of int, default=None
         Components of the luma (or gray/RGB) planes. A non-increasing tuple
-        ``(r1, ..., rL)`` fits a deep NMF; its last layer gives the codes.
+        ``(r1, ..., rL)`` fits a deep NMF; its last layer gives the codes. Capped
+        at the pixels of a patch and the number of patches.
     chroma_components : int or tuple of int, default=None
         Components of the Cb and Cr planes; ``None`` picks a value from
-        ``quality`` (or about a third of ``n_components`` when that is given).
+        ``quality`` (or half the last layer of ``n_components`` when given).
     patch_size : int, default=None
         Square patch side; ``None`` means 8.
     bits : int, default=None
@@ -498,7 +500,7 @@ def _settings(quality, n_components, chroma_components, bits, patch_size):
         luma = _check_components(n_components, "n_components")
         if chroma_components is None:
             last = luma[-1] if isinstance(luma, tuple) else luma
-            chroma = max(1, round(last / 3))
+            chroma = max(1, round(last / 2))
     if chroma_components is not None:
         chroma = _check_components(chroma_components, "chroma_components")
     if bits is not None:
@@ -917,6 +919,8 @@ def _inflate(payload: bytes, raw_size: int) -> bytes:
         raise ValueError(
             f"corrupt sknmf image: payload does not decode ({exc})."
         ) from exc
+    if len(raw) == raw_size and not (decoder.eof and not decoder.unused_data):
+        raise ValueError("corrupt sknmf image: the payload does not end cleanly.")
     if len(raw) != raw_size:
         raise ValueError(
             f"corrupt sknmf image: payload holds {len(raw)} bytes, the header "
