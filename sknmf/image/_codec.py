@@ -414,7 +414,7 @@ def load(path) -> np.ndarray:
     return decompress(data)
 
 
-def dictionaries(data) -> list:
+def _stored_atoms(data) -> list:
     """The atoms stored in a compressed image, one ``(K, ph, pw)`` array per plane.
 
     Lossless planes (alpha) give ``None``. Used by the demo's figures.

@@ -26,9 +26,9 @@ import numpy as np
 from sknmf.image import _codec
 from sknmf.image._codec import (
     _settings,
+    _stored_atoms,
     compress,
     decompress,
-    dictionaries,
 )
 from sknmf.image._metrics import bits_per_pixel, psnr, ssim
 from sknmf.image._patches import ImagePatches
@@ -347,7 +347,7 @@ def _figures(out_dir, images, codec_rows, qualities, log) -> list[str]:
         (r for r in codec_rows if r.method == "DeepNMF, 1 layer"),
         key=lambda r: (r.image == names[0], r.bpp),
     )
-    atoms = dictionaries(best.data)[0]
+    atoms = _stored_atoms(best.data)[0]
     k = len(atoms)
     cols = int(np.ceil(np.sqrt(k)))
     rows_n = int(np.ceil(k / cols))
