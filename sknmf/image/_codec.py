@@ -70,18 +70,20 @@ _LAYER = struct.Struct("<H")
 # code bits). The points lie on the upper convex hull of PSNR against bpp over a
 # grid (components 4-64, chroma 1/4-1/2 of them, 3-8 bits) averaged over
 # scikit-image's sample photos astronaut, coffee and chelsea, never the images
-# the tests and the demo measure. A quality between two rows takes the nearer.
+# the tests and the demo measure, with the default DeepNMF budget. A quality
+# between two rows takes the nearer one.
 _QUALITY_TABLE = (
     (1, 4, 1, 3),
     (10, 4, 1, 4),
+    (15, 4, 1, 5),
     (20, 8, 2, 4),
-    (35, 8, 2, 5),
-    (50, 16, 8, 4),
-    (60, 24, 12, 4),
-    (70, 24, 12, 5),
-    (80, 32, 16, 5),
-    (90, 48, 16, 5),
-    (95, 64, 21, 5),
+    (30, 8, 2, 5),
+    (40, 16, 8, 4),
+    (50, 16, 8, 5),
+    (60, 24, 12, 5),
+    (70, 32, 16, 5),
+    (80, 48, 16, 5),
+    (90, 64, 21, 5),
     (100, 64, 21, 6),
 )
 
@@ -626,8 +628,8 @@ def _fit_dictionary(X, n_components, estimator, random_state):
                 f"parameter (e.g. sknmf.DeepNMF or sklearn NMF); got {estimator!r}."
             )
         est = clone(estimator).set_params(n_components=n_components)
-    first = n_components[0] if isinstance(n_components, tuple) else n_components
-    n_rows = max(_MIN_FIT_ROWS, _ROWS_PER_ATOM * first)
+    last = n_components[-1] if isinstance(n_components, tuple) else n_components
+    n_rows = max(_MIN_FIT_ROWS, _ROWS_PER_ATOM * last)
     if len(X) > n_rows:
         # The dictionary is learned on a sample of patches; the codes of every
         # patch are fitted afterwards. Fit time no longer grows with image size.
