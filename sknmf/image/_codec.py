@@ -49,12 +49,13 @@ MAX_PATCH = 64
 MAX_LAYERS = 16
 
 # Encoder budget: dictionary iterations, patches it is fitted on (at least
-# _ROWS_PER_ATOM per atom), code sweeps. On photos, many iterations on a few
-# hundred patches give a better dictionary than few on thousands, in equal time.
-_FIT_ITER = 800
-_MIN_FIT_ROWS = 512
-_ROWS_PER_ATOM = 16
-_CODE_ITER = 30
+# _ROWS_PER_ATOM per atom), code sweeps. With DeepNMF's HALS solver, 200
+# iterations on 2048 patches of a photo come within about 0.1 dB (after the code
+# re-fit) of 200 iterations on twice as many, in about 60% of the time.
+_FIT_ITER = 200
+_MIN_FIT_ROWS = 2048
+_ROWS_PER_ATOM = 32
+_CODE_ITER = 60
 
 _COLORS = {"gray": 0, "rgb": 1, "ycbcr": 2}
 _COLOR_NAMES = {v: k for k, v in _COLORS.items()}
@@ -75,16 +76,15 @@ _LAYER = struct.Struct("<H")
 _QUALITY_TABLE = (
     (1, 4, 1, 3),
     (10, 4, 1, 4),
-    (15, 4, 1, 5),
     (20, 8, 2, 4),
-    (30, 8, 2, 5),
-    (40, 16, 8, 4),
-    (50, 16, 8, 5),
-    (60, 24, 12, 5),
-    (70, 32, 16, 5),
-    (80, 48, 16, 5),
-    (90, 64, 21, 5),
-    (100, 64, 21, 6),
+    (30, 12, 6, 4),
+    (40, 12, 6, 5),
+    (50, 24, 6, 4),
+    (60, 24, 6, 5),
+    (70, 32, 10, 5),
+    (80, 48, 24, 5),
+    (90, 64, 21, 6),
+    (100, 64, 21, 7),
 )
 
 
@@ -147,7 +147,7 @@ def compress(
         at the pixels of a patch and the number of patches.
     chroma_components : int or tuple of int, default=None
         Components of the Cb and Cr planes; ``None`` picks a value from
-        ``quality`` (or half the last layer of ``n_components`` when given).
+        ``quality`` (or a third of the last layer of ``n_components`` when given).
     patch_size : int, default=None
         Square patch side; ``None`` means 8.
     bits : int, default=None
@@ -502,7 +502,7 @@ def _settings(quality, n_components, chroma_components, bits, patch_size):
         luma = _check_components(n_components, "n_components")
         if chroma_components is None:
             last = luma[-1] if isinstance(luma, tuple) else luma
-            chroma = max(1, round(last / 2))
+            chroma = max(1, round(last / 3))
     if chroma_components is not None:
         chroma = _check_components(chroma_components, "chroma_components")
     if bits is not None:
@@ -671,14 +671,17 @@ def _refit_codes(X, D, n_iter=_CODE_ITER):
     """Nonnegative least-squares codes of ``X`` on the fixed atoms ``D`` (HALS).
 
     The codes are fitted to the dictionary the file stores (8-bit atoms), for
-    every patch, by coordinate descent from zero.
+    every patch, by coordinate descent started from the clipped unconstrained
+    least-squares solution: from zero, sweeps crawl along strongly correlated
+    atoms (e.g. on smooth images).
     """
     X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     D = torch.from_numpy(D)
-    W = torch.zeros((X.shape[0], D.shape[0]), dtype=torch.float32)
     gram = D @ D.T
     xdt = X @ D.T
     diag = gram.diagonal().clamp_min(1e-12)
+    ridge = 1e-6 * float(diag.mean()) * torch.eye(len(gram))
+    W = torch.linalg.solve(gram + ridge, xdt.T).T.clamp_min_(0)
     for _ in range(n_iter):
         for k in range(D.shape[0]):
             if gram[k, k] <= 0:
