@@ -56,6 +56,7 @@ _FIT_ITER = 200
 _MIN_FIT_ROWS = 2048
 _ROWS_PER_ATOM = 32
 _CODE_ITER = 60
+_CODE_RANGE_PCT = 99.9
 
 _COLORS = {"gray": 0, "rgb": 1, "ycbcr": 2}
 _COLOR_NAMES = {v: k for k, v in _COLORS.items()}
@@ -76,15 +77,17 @@ _LAYER = struct.Struct("<H")
 _QUALITY_TABLE = (
     (1, 4, 1, 3),
     (10, 4, 1, 4),
-    (20, 8, 2, 4),
-    (30, 12, 6, 4),
-    (40, 12, 6, 5),
-    (50, 24, 6, 4),
+    (20, 4, 1, 5),
+    (30, 8, 4, 5),
+    (40, 12, 4, 5),
+    (50, 16, 5, 5),
     (60, 24, 6, 5),
-    (70, 32, 10, 5),
-    (80, 48, 24, 5),
-    (90, 64, 21, 6),
-    (100, 64, 21, 7),
+    (70, 24, 6, 6),
+    (75, 32, 10, 6),
+    (80, 48, 16, 6),
+    (90, 48, 24, 7),
+    (95, 64, 32, 7),
+    (100, 64, 32, 8),
 )
 
 
@@ -147,7 +150,7 @@ def compress(
         at the pixels of a patch and the number of patches.
     chroma_components : int or tuple of int, default=None
         Components of the Cb and Cr planes; ``None`` picks a value from
-        ``quality`` (or a third of the last layer of ``n_components`` when given).
+        ``quality`` (or a quarter of the last layer of ``n_components`` when given).
     patch_size : int, default=None
         Square patch side; ``None`` means 8.
     bits : int, default=None
@@ -502,7 +505,7 @@ def _settings(quality, n_components, chroma_components, bits, patch_size):
         luma = _check_components(n_components, "n_components")
         if chroma_components is None:
             last = luma[-1] if isinstance(luma, tuple) else luma
-            chroma = max(1, round(last / 3))
+            chroma = max(1, round(last / 4))
     if chroma_components is not None:
         chroma = _check_components(chroma_components, "chroma_components")
     if bits is not None:
@@ -734,7 +737,10 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state, index):
     q, scale = _quantise_dictionary(H)
     D = _atoms(q, scale)
     W = _refit_codes(X, D)
-    top = float(W.max()) if W.size else 0.0
+    # The grid spans all but the largest 0.1% of the codes: a few outliers would
+    # otherwise coarsen the step for every patch. Clipped codes are compensated
+    # by the other atoms in _quantise_codes.
+    top = float(np.percentile(W, _CODE_RANGE_PCT)) if W.size else 0.0
     levels = (1 << bits) - 1
     # The step the decoder will read back (float32), so both sides agree.
     step = float(np.float32(top / levels if top > 0 else 1.0))

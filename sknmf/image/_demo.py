@@ -33,7 +33,7 @@ from sknmf.image._codec import (
 from sknmf.image._metrics import bits_per_pixel, psnr, ssim
 from sknmf.image._patches import ImagePatches
 
-QUALITIES = (20, 50, 70)
+QUALITIES = (20, 50, 75)
 N_COMPONENTS = 32
 FACTOR_ITER = 100
 
