@@ -372,9 +372,12 @@ def hals_solve_W(
 
     Solves ``min_{W >= 0} 0.5 ||X - W H||^2 + l1_reg_W ||W||_1 +
     0.5 l2_reg_W ||W||^2`` by HALS sweeps from the given start. ``X @ H.T`` and
-    ``H @ H.T`` are computed once; each iteration is one sweep over the
-    components. It stops when an iteration lowers the objective by less than
-    ``tol`` times its previous value, or after ``max_iter`` iterations.
+    ``H @ H.T`` are computed once. An iteration is what the W block of
+    :func:`hals_step` does with them (several sweeps over the components, as
+    many as one product's cost buys, fewer once they stop moving W), so
+    ``max_iter`` means about what it means for the fit. It stops when an
+    iteration lowers the objective by less than ``tol`` times its previous
+    value, or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -385,7 +388,7 @@ def hals_solve_W(
     W : Tensor of shape (n_samples, k)
         Start (deterministic, chosen by the caller); updated in place.
     max_iter : int, default=200
-        Maximum number of sweeps.
+        Maximum number of iterations.
     tol : float, default=1e-4
         Relative decrease of the objective below which the solver stops.
     l1_reg_W, l2_reg_W : float, default=0.0
@@ -396,7 +399,7 @@ def hals_solve_W(
     W : Tensor of shape (n_samples, k)
         The codes (the tensor passed in, updated in place).
     n_iter : int
-        Number of sweeps done.
+        Number of iterations done.
 
     Examples
     --------
@@ -428,10 +431,11 @@ def hals_solve_W(
         return half_sq_norm_x + float(0.5 * quad - lin)
 
     f_prev = objective()
+    n_inner = _n_inner(_nnz(X), X.shape[0], X.shape[1], H.shape[0], _is_sparse(X))
     n_iter = 0
     while n_iter < max_iter:
         n_iter += 1
-        _sweeps(Wt, Gs, Rs, 1)
+        _sweeps(Wt, Gs, Rs, n_inner)
         f = objective()
         if f_prev - f <= tol * abs(f_prev):
             break
