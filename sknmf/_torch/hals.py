@@ -43,7 +43,7 @@ from torch import Tensor
 
 from .sparse import CSRMatrix
 
-__all__ = ["frobenius_objective", "hals_solve_W", "hals_step"]
+__all__ = ["frobenius_objective", "hals_solve_W", "hals_step", "squared_norm"]
 
 # At most 1 + _ALPHA * rho inner sweeps per block, stopping once a sweep moves the
 # factor by at most _DELTA times what the first sweep moved it. Gillis & Glineur
@@ -80,13 +80,45 @@ def _nnz(X) -> int:
     return X.numel()
 
 
-def _sq_norm(X) -> float:
-    """``||X||_F^2`` without a dense temporary the size of X."""
+def squared_norm(X) -> float:
+    """``||X||_F^2`` accumulated in float64, without a float64 copy of X.
+
+    ``torch.linalg.vector_norm(X, dtype=torch.float64)`` would first cast all of
+    a float32 X (twice its size in memory); this casts a block of rows at a time.
+
+    Parameters
+    ----------
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
+        Dense, ``torch.sparse_csr`` or :class:`~sknmf._torch.sparse.CSRMatrix`.
+
+    Returns
+    -------
+    value : float
+        The sum of the squared entries.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.hals import squared_norm
+    >>> squared_norm(torch.tensor([[3.0, 4.0]]))
+    25.0
+    """
     if isinstance(X, CSRMatrix):
         vals = X.values
     else:
         vals = X.values() if _is_sparse(X) else X
-    return float(torch.linalg.vector_norm(vals, dtype=torch.float64)) ** 2
+    vals = vals.reshape(-1) if vals.is_contiguous() else vals.flatten()
+    if vals.dtype == torch.float64:
+        return float(torch.linalg.vector_norm(vals)) ** 2
+    step = 1 << 20
+    total = 0.0
+    for start in range(0, vals.numel(), step):
+        chunk = vals[start : start + step]
+        total += float(torch.linalg.vector_norm(chunk, dtype=torch.float64)) ** 2
+    return total
+
+
+_sq_norm = squared_norm
 
 
 def _x_ht(X, H: Tensor) -> Tensor:
