@@ -176,7 +176,7 @@ def _blackbox_trace(method, X, k, max_iter, max_seconds, target):
         lo = n
         # Judge the method by one run, not by the sum of the refits: a fit
         # that alone outlasts the budget without reaching the target loses.
-        if t > max_seconds or spent > 4 * max_seconds:
+        if t > max_seconds or spent > 10 * max_seconds:
             trace.stopped = "time"
             break
         n = max(n + 1, int(round(n * 1.5)))
