@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+from .decomposition import DeepNMF, deep_nmf
+
+__all__ = ["DeepNMF", "__version__", "deep_nmf"]
