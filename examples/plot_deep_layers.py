@@ -40,7 +40,7 @@ for H in model.layer_components_:
     products.append(product)
 assert np.allclose(products[-1], model.components_)
 
-fig = plt.figure(figsize=(8, 7.5))
+fig = plt.figure(figsize=(8, 8.5))
 rows_per_layer = [len(p) // 8 for p in products]
 subfigs = fig.subfigures(len(products), 1, height_ratios=rows_per_layer)
 for layer, (subfig, comps) in enumerate(zip(subfigs, products), start=1):
@@ -53,9 +53,10 @@ for layer, (subfig, comps) in enumerate(zip(subfigs, products), start=1):
     subfig.suptitle(f"layer {layer}: rows of {names} ({len(comps)} components)")
 
 # %%
-# The first layer holds local strokes; the products of the deeper layers add
-# strokes up into larger shapes, several of which already look like whole
-# digits.
+# Read the figure from top to bottom: the first layer's components cover a few
+# pixels each (dots and short strokes); each deeper product adds such pieces up,
+# so its components cover more of the 8×8 frame, towards whole digit shapes in the
+# last row.
 #
 # What the deepest codes say about the digits
 # -------------------------------------------
@@ -75,4 +76,9 @@ ax.set_xticks(range(means.shape[1]))
 fig.colorbar(im, label="mean code (scaled)")
 ax.set_title("Mean deepest code of each digit")
 fig.tight_layout()
+
+# %%
+# A bright cell means that images of that digit use that deepest component a lot.
+# A row with one bright cell is a digit that the deepest layer captures with a
+# single component; the labels were never shown to the model.
 plt.show()
