@@ -393,6 +393,28 @@ def _plain_foreign_xrefs(app, what, name, obj, options, lines):
         )
 
 
+# numpydoc renders a parameter's type as reStructuredText, where a trailing
+# underscore makes a hyperlink reference and a leading "*" opens emphasis. In a
+# type such as "ndarray of shape (n_samples, n_components_)" or
+# "(n_frames, *frame_shape_)" both are plain text, so they are escaped there (only
+# in the "**name** : type" lines numpydoc writes, never in descriptions).
+_TYPE_LINE = re.compile(r"^(\s*\*\*[^*]+\*\* : )(.*)$")
+_TRAILING_UNDERSCORE = re.compile(
+    r"(?<![`\\])\b([A-Za-z]\w*?[A-Za-z0-9])_(?=[\s,)\]]|$)"
+)
+_STAR = re.compile(r"(?<![*\\])\*(?=[A-Za-z_])")
+
+
+def _escape_type_fields(app, what, name, obj, options, lines):
+    for i, line in enumerate(lines):
+        match = _TYPE_LINE.match(line)
+        if match and "`" not in match.group(2):
+            kind = _TRAILING_UNDERSCORE.sub(r"\1\\_", match.group(2))
+            lines[i] = match.group(1) + _STAR.sub(r"\\*", kind)
+
+
 def setup(app):
     app.add_directive("gallery-figure", GalleryFigure)
-    app.connect("autodoc-process-docstring", _plain_foreign_xrefs)
+    # After numpydoc (priority 500), on the reStructuredText it produced.
+    app.connect("autodoc-process-docstring", _plain_foreign_xrefs, priority=600)
+    app.connect("autodoc-process-docstring", _escape_type_fields, priority=600)

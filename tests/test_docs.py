@@ -91,6 +91,11 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     )
     env.pop("EXAMPLES_PATTERN", None)
     env["MPLBACKEND"] = "agg"
+    # One BLAS/OpenMP thread: the gallery alternates scikit-learn (OpenBLAS) and
+    # torch, and on a busy 2-core machine spinning BLAS threads slowed the build
+    # several times over. Correctness is what this test checks, not speed.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
     proc = subprocess.run(
         [
             sys.executable,
