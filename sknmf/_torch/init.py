@@ -50,8 +50,10 @@ def truncated_svd(X, k: int, generator: torch.Generator, n_oversamples: int = 10
     """
     n, m = X.shape
     dense = not isinstance(X, CSRMatrix)
-    if dense and min(n, m) <= 512:
-        U, S, Vt = torch.linalg.svd(X, full_matrices=False)
+    if min(n, m) <= 512 and (dense or n * m <= 2**24):
+        # Exact and cheap here; sparse and dense inputs then start identically.
+        Xd = X if dense else X.to_dense()
+        U, S, Vt = torch.linalg.svd(Xd, full_matrices=False)
         return U[:, :k], S[:k], Vt[:k]
     n_random = min(k + n_oversamples, min(n, m))
     n_iter = 7 if k < 0.1 * min(n, m) else 4

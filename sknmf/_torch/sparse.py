@@ -62,6 +62,9 @@ class CSRMatrix:
         col = nz.nonzero()[:, 1]
         return cls(crow, col, X[nz], X.shape)
 
+    def __len__(self) -> int:
+        return self.shape[0]
+
     @property
     def dtype(self):
         return self.values.dtype

@@ -73,14 +73,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         is ``"nndsvda"`` when the rank allows it, else ``"random"``. ``"custom"``
         takes ``W`` and ``H`` from :meth:`fit`.
     solver : {"auto", "mu", "adam"}, default="auto"
-        ``"mu"``: multiplicative updates, monotone on the full batch. ``"adam"``:
+        ``"mu"``: multiplicative updates, monotone on the full batch (with an L2
+        penalty and beta < 2 the rule is scikit-learn's, which is not a strict
+        majorisation, so monotonicity is then not guaranteed). ``"adam"``:
         codes by multiplicative updates, weights by projected Adam steps (works
         with mini-batches). ``"auto"`` is ``"mu"``.
     loss : {"layer", "data"}, default="layer"
         Joint objective of the fine-tuning (deep models only).
     layer_weights : array-like of shape (n_layers,), default=None
-        The ``λ_l``. None weighs each term so that it equals 1 at the start of
-        fine-tuning.
+        The ``λ_l``. None makes every term equal at the start of fine-tuning
+        (``λ_1 = 1``, ``λ_l = D_1 / D_l``), so no layer dominates and the
+        penalties keep the scale they have in scikit-learn.
     max_iter : int, default=200
         Maximum number of iterations (epochs) of the joint fine-tuning, of the one
         layer of a shallow model, and of :meth:`transform`.
@@ -129,6 +132,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ``sqrt(2 D(X | WL components_))`` on the training codes, as scikit-learn.
     layer_errors_ : list of float
         ``sqrt(2 D(W(l-1) | Wl Hl))`` per layer on the training codes.
+    pretrain_layer_errors_ : list of float
+        The same errors after layer-wise pretraining, before fine-tuning.
     n_iter_ : int
         Iterations of the joint fine-tuning (of the only layer when shallow).
     history_ : skorch.History
@@ -283,6 +288,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return self.fit(X, W=W, H=H)._fit_codes_
 
     def _fit(self, X, W, H):
+        for name in ("_A", "_B", "n_steps_"):
+            self.__dict__.pop(name, None)
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape)
         beta = beta_loss_to_float(self.beta_loss)
@@ -337,6 +344,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.n_iter_ = len(net.history) if (L == 1 and pre_iter > 0) else 0
         self.net_ = net if (L == 1 and pre_iter > 0) else None
         weights = self._weights(Xt, Ws, Hs, beta)
+        with torch.no_grad():
+            _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * L)
+        self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
         if L > 1:
             Ws, Hs, net, n_iter = self._train(
                 Xt,
@@ -374,6 +384,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if self.batch_size is not None or solver == "adam":
             epochs = self.max_epochs if self.max_epochs is not None else max_iter
         n = X.shape[0]
+        device = X.device
+        quiet = {} if self.verbose else {"callbacks__print_log": None}
         net = FactorizationNet(
             module,
             solver=solver,
@@ -388,8 +400,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             iterator_train__shuffle=self.batch_size is not None,
             iterator_train__generator=make_generator(seed),
             callbacks=callbacks,
-            device=None,
+            device=device,
             verbose=int(self.verbose),
+            **quiet,
         )
         net.fit(FactorDataset(X))
         n_iter = len(net.history)
@@ -534,6 +547,11 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self : DeepNMF
         """
         first = not hasattr(self, "components_")
+        if not first and not hasattr(self, "_A"):
+            # Fitted by fit(): continue online from its weights.
+            self._A = [None] * len(self._H)
+            self._B = [None] * len(self._H)
+            self.n_steps_ = 0
         if first:
             self._validate_params()
             X = self._validate_input(X, reset=True)
@@ -706,7 +724,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if len(Ws) == 1:
             return [1.0]
         _, terms = objective(Xt, Ws, Hs, beta, self.loss, [1.0] * len(Ws))
-        return [1.0 / max(float(t), 1e-12) for t in terms]
+        # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
+        # scikit-learn (relative to the data-fitting term).
+        first = max(float(terms[0]), 1e-300)
+        return [first / max(float(t), 1e-300) for t in terms]
 
     def _store(self, Xt, Ws, Hs, beta, dtype):
         self._beta = beta

@@ -1,0 +1,389 @@
+"""DeepNMF against scikit-learn's NMF, closed-form facts and properties."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_digits
+from sklearn.decomposition import NMF
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sknmf import DeepNMF, deep_nmf
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits().data.astype(np.float64)
+
+
+def _planted(seed=0, n=300, m=60, r1=10, r2=4):
+    """Data with an exact two-layer structure X = W2 H2 H1."""
+    rng = np.random.RandomState(seed)
+    H1 = rng.rand(r1, m) ** 4
+    H2 = rng.rand(r2, r1) ** 4
+    H2 /= H2.sum(1, keepdims=True)
+    W2 = rng.rand(n, r2) ** 2 * 10
+    return W2 @ H2 @ H1
+
+
+# 1. scikit-learn's own estimator checks -------------------------------------------
+@parametrize_with_checks(
+    [
+        DeepNMF(3, max_iter=10, random_state=0),
+        DeepNMF((4, 3, 2), max_iter=10, random_state=0),
+        DeepNMF(3, beta_loss="kullback-leibler", max_iter=10, random_state=0),
+        DeepNMF(3, solver="adam", max_iter=10, random_state=0),
+    ]
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# 2. one layer == sklearn.decomposition.NMF ----------------------------------------
+@pytest.mark.parametrize("beta", [2.0, 1.0, 0.5])
+@pytest.mark.parametrize("regularised", [False, True])
+def test_one_layer_matches_sklearn_mu_custom_init(digits, beta, regularised):
+    rng = np.random.RandomState(0)
+    k = 10
+    W0 = rng.rand(digits.shape[0], k) + 0.1
+    H0 = rng.rand(k, digits.shape[1]) + 0.1
+    reg = dict(alpha_W=0.01, l1_ratio=0.5) if regularised else {}
+    common = dict(init="custom", beta_loss=beta, max_iter=60, tol=0, **reg)
+    ref = NMF(k, solver="mu", **common)
+    ref.fit_transform(digits, W=W0.copy(), H=H0.copy())
+    ours = DeepNMF(k, solver="mu", **common).fit(digits, W=W0.copy(), H=H0.copy())
+    rel = abs(ours.reconstruction_err_ - ref.reconstruction_err_)
+    assert rel / ref.reconstruction_err_ < 1e-4
+    np.testing.assert_allclose(ours.components_, ref.components_, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+def test_one_layer_nndsvda_close_to_sklearn(digits, beta):
+    ref = NMF(16, init="nndsvda", solver="mu", beta_loss=beta, max_iter=100, tol=0)
+    ref.fit(digits)
+    ours = DeepNMF(
+        16, init="nndsvda", solver="mu", beta_loss=beta, max_iter=100, tol=0
+    ).fit(digits)
+    rel = abs(ours.reconstruction_err_ - ref.reconstruction_err_)
+    assert rel / ref.reconstruction_err_ < 0.01
+
+
+def test_transform_matches_sklearn_transform(digits):
+    ref = NMF(12, solver="mu", init="nndsvda", max_iter=80, tol=0).fit(digits)
+    ours = DeepNMF(12, solver="mu", init="nndsvda", max_iter=80, tol=0).fit(digits)
+    # Same H in, same deterministic start: transform is the same solve.
+    ours._H = [ref.components_.copy()]
+    ours._set_components(np.float64)
+    np.testing.assert_allclose(ours.transform(digits), ref.transform(digits), rtol=1e-6)
+
+
+# 3. monotone multiplicative updates ---------------------------------------------
+@pytest.mark.parametrize("beta", [2.0, 1.0, 0.0])
+@pytest.mark.parametrize("n_components", [8, (8, 4)])
+@pytest.mark.parametrize("loss", ["layer", "data"])
+def test_objective_never_increases(digits, beta, n_components, loss):
+    X = digits[:300] + (0.1 if beta <= 0 else 0.0)
+    model = DeepNMF(
+        n_components,
+        beta_loss=beta,
+        solver="mu",
+        loss=loss,
+        max_iter=40,
+        tol=0,
+        alpha_W=1e-4,
+        l1_ratio=1.0,
+        random_state=0,
+    ).fit(X)
+    losses = np.array(model.history_[:, "train_loss"])
+    assert len(losses) == 40
+    increases = np.diff(losses) / np.abs(losses[:-1])
+    assert increases.max() <= 1e-12, increases.max()
+    for H in model.layer_components_:
+        assert (H >= 0).all()
+    if isinstance(n_components, tuple):
+        for H in model.layer_components_:
+            np.testing.assert_allclose(H.sum(1), 1.0, rtol=1e-10)
+
+
+# 4. what the deep model is for -----------------------------------------------------
+def test_fine_tuning_improves_every_layer_and_data_centric_does_not():
+    X = _planted()
+    layer = DeepNMF((10, 4), loss="layer", max_iter=300, tol=0, random_state=0).fit(X)
+    assert all(
+        post < pre
+        for post, pre in zip(layer.layer_errors_, layer.pretrain_layer_errors_)
+    ), (layer.pretrain_layer_errors_, layer.layer_errors_)
+    data = DeepNMF((10, 4), loss="data", max_iter=300, tol=0, random_state=0).fit(X)
+    # Fitting the reconstructions only lets the deep layer drift away from W1 ≈ W2 H2.
+    assert data.layer_errors_[1] > data.pretrain_layer_errors_[1]
+    assert data.layer_errors_[1] > 2 * layer.layer_errors_[1]
+
+
+# 5. determinism, consistency, persistence ----------------------------------------
+@pytest.mark.parametrize("n_components", [6, (10, 6, 3)])
+def test_fit_transform_consistent_and_reproducible(digits, n_components):
+    X = digits[:200]
+    a = DeepNMF(n_components, max_iter=30, random_state=3)
+    Z1 = a.fit_transform(X)
+    np.testing.assert_allclose(Z1, a.transform(X), rtol=1e-7, atol=1e-9)
+    b = DeepNMF(n_components, max_iter=30, random_state=3).fit(X)
+    for Ha, Hb in zip(a.layer_components_, b.layer_components_):
+        np.testing.assert_array_equal(Ha, Hb)
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.transform(X[:50]), a.transform(X[:50]))
+
+
+def test_random_init_depends_on_random_state(digits):
+    a = DeepNMF(5, init="random", max_iter=5, random_state=0).fit(digits[:100])
+    b = DeepNMF(5, init="random", max_iter=5, random_state=1).fit(digits[:100])
+    assert not np.allclose(a.components_, b.components_)
+
+
+# 6. online learning ----------------------------------------------------------------
+def test_partial_fit_close_to_full_batch(digits):
+    X = digits
+    full = DeepNMF(16, max_iter=200, random_state=0).fit(X)
+    full_err = np.linalg.norm(X - full.inverse_transform(full.transform(X)))
+    online = DeepNMF(16, max_iter=100, random_state=0)
+    batches = np.array_split(np.random.RandomState(0).permutation(len(X)), 10)
+    for _ in range(3):
+        for idx in batches:
+            online.partial_fit(X[idx])
+    online_err = np.linalg.norm(X - online.inverse_transform(online.transform(X)))
+    assert online_err <= 1.10 * full_err, (online_err, full_err)
+
+
+def test_minibatch_adam_learns(digits):
+    X = digits[:600]
+    model = DeepNMF(
+        10, solver="adam", batch_size=100, max_epochs=30, lr=0.05, random_state=0
+    ).fit(X)
+    losses = model.history_[:, "train_loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert (model.components_ >= 0).all()
+
+
+# 7. sparse input ------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_equals_dense_one_layer(beta, fmt):
+    rng = np.random.RandomState(0)
+    X = rng.rand(80, 30)
+    X[X < 0.7] = 0
+    kw = dict(beta_loss=beta, max_iter=50, init="nndsvda", random_state=0)
+    dense = DeepNMF(6, **kw).fit(X)
+    sparse = DeepNMF(6, **kw).fit(sp.csr_matrix(X).asformat(fmt))
+    np.testing.assert_allclose(
+        sparse.components_, dense.components_, rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        sparse.transform(sp.csr_matrix(X)), dense.transform(X), rtol=1e-6, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+def test_sparse_equals_dense_deep(beta):
+    rng = np.random.RandomState(1)
+    X = rng.rand(80, 30)
+    X[X < 0.7] = 0
+    kw = dict(beta_loss=beta, max_iter=50, tol=0, init="nndsvda", random_state=0)
+    dense = DeepNMF((6, 3), **kw).fit(X)
+    sparse = DeepNMF((6, 3), **kw).fit(sp.csr_matrix(X))
+    # Same algorithm, different summation order: agreement to rounding amplified
+    # by 50 iterations of a nonconvex problem.
+    assert sparse.reconstruction_err_ == pytest.approx(dense.reconstruction_err_, 1e-4)
+    np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-3)
+    np.testing.assert_allclose(
+        sparse.transform(sp.csr_matrix(X)), dense.transform(X), rtol=0.05, atol=0.05
+    )
+
+
+# 8. model selection ----------------------------------------------------------------
+def test_pipeline_grid_search_parallel(digits):
+    X, y = digits[:400], load_digits().target[:400]
+    pipe = Pipeline(
+        [("nmf", DeepNMF(max_iter=30, random_state=0)), ("clf", LogisticRegression())]
+    )
+    grid = GridSearchCV(
+        pipe, {"nmf__n_components": [8, (16, 8)]}, cv=2, n_jobs=2, error_score="raise"
+    )
+    grid.fit(X, y)
+    assert grid.best_params_["nmf__n_components"] in (8, (16, 8))
+    assert grid.score(X, y) > 0.8
+
+
+def test_unsupervised_grid_search_uses_score(digits):
+    X = digits[:300]
+    grid = GridSearchCV(
+        DeepNMF(max_iter=40, random_state=0), {"n_components": [2, 16]}, cv=2
+    ).fit(X)
+    # More components reconstruct held-out digits better: score is higher-is-better.
+    assert grid.best_params_ == {"n_components": 16}
+    assert (
+        grid.cv_results_["mean_test_score"][1] > grid.cv_results_["mean_test_score"][0]
+    )
+
+
+# 9. bad input ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (-np.ones((5, 3)), "Negative values"),
+        (np.array([[1.0, np.nan], [1.0, 2.0]]), "NaN"),
+        (np.array([[1.0, np.inf], [1.0, 2.0]]), "infinity"),
+        (np.empty((0, 3)), "0 sample"),
+        (np.ones(4), "2D array"),
+    ],
+)
+def test_bad_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        DeepNMF(2).fit(X)
+
+
+def test_increasing_ranks_rejected():
+    with pytest.raises(ValueError, match="non-increasing"):
+        DeepNMF((4, 8)).fit(np.ones((10, 10)))
+
+
+def test_zeros_with_nonpositive_beta_rejected():
+    X = np.ones((6, 4))
+    X[0, 0] = 0
+    with pytest.raises(ValueError, match="beta_loss <= 0"):
+        DeepNMF(2, beta_loss="itakura-saito").fit(X)
+
+
+def test_custom_init_shapes_checked():
+    X = np.ones((6, 4))
+    with pytest.raises(ValueError, match=r"W.*shape \(6, 3\)"):
+        DeepNMF(2, init="custom").fit(X, W=np.ones((6, 3)), H=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="needs both W and H"):
+        DeepNMF(2, init="custom").fit(X)
+    with pytest.raises(ValueError, match=r"H\[1\]"):
+        DeepNMF((3, 2), init="custom").fit(
+            X,
+            W=[np.ones((6, 3)), np.ones((6, 2))],
+            H=[np.ones((3, 4)), np.ones((3, 3))],
+        )
+
+
+def test_cuda_absent_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        DeepNMF(2, device="cuda").fit(np.ones((4, 3)))
+
+
+def test_bad_parameters_named():
+    with pytest.raises(ValueError, match="solver"):
+        DeepNMF(2, solver="sgd").fit(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="layer_weights"):
+        DeepNMF((3, 2), layer_weights=[1.0]).fit(np.ones((6, 4)))
+
+
+def test_convergence_warning_when_max_iter_reached(digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            DeepNMF(8, max_iter=2, tol=1e-12).fit(digits[:100])
+
+
+def test_input_not_modified(digits):
+    X = digits[:100].copy()
+    X_before = X.copy()
+    DeepNMF((8, 4), max_iter=5).fit_transform(X)
+    np.testing.assert_array_equal(X, X_before)
+
+
+def test_float32_preserved(digits):
+    X = digits[:100].astype(np.float32)
+    model = DeepNMF((8, 4), max_iter=10, random_state=0)
+    Z = model.fit_transform(X)
+    assert Z.dtype == np.float32
+    assert model.components_.dtype == np.float32
+    assert model.inverse_transform(Z).dtype == np.float32
+
+
+def test_deep_nmf_function(digits):
+    W_list, H_list, n_iter = deep_nmf(digits[:100], (8, 4), max_iter=10, random_state=0)
+    assert [W.shape for W in W_list] == [(100, 8), (100, 4)]
+    assert [H.shape for H in H_list] == [(8, 64), (4, 8)]
+    assert n_iter == 10
+    for H in H_list:  # deep models keep unit row sums
+        np.testing.assert_allclose(H.sum(1), 1.0, rtol=1e-8)
+    X = digits[:100]
+    # Each layer explains most of what it approximates (zero codes would give 100%).
+    assert np.linalg.norm(X - W_list[0] @ H_list[0]) < 0.5 * np.linalg.norm(X)
+    assert np.linalg.norm(W_list[0] - W_list[1] @ H_list[1]) < 0.5 * np.linalg.norm(
+        W_list[0]
+    )
+
+
+def test_set_output_pandas(digits):
+    pd = pytest.importorskip("pandas")
+    model = DeepNMF(3, max_iter=5, random_state=0).set_output(transform="pandas")
+    out = model.fit_transform(pd.DataFrame(digits[:50]))
+    assert list(out.columns) == ["deepnmf0", "deepnmf1", "deepnmf2"]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(2, 12),
+    m=st.integers(2, 8),
+    depth=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+    sparse_input=st.booleans(),
+)
+def test_property_shapes_dtypes_finite(n, m, depth, dtype, seed, sparse_input):
+    rng = np.random.RandomState(seed)
+    X = (rng.rand(n, m) * rng.randint(0, 2, size=(n, m))).astype(dtype)
+    X[0, 0] = 1.0  # not all zeros
+    ranks = tuple(range(depth + 1, 1, -1))[:depth] or (1,)
+    ranks = tuple(min(r, m) for r in ranks)
+    data = sp.csr_matrix(X) if sparse_input else X
+    model = DeepNMF(ranks, max_iter=5, random_state=seed)
+    Z = model.fit_transform(data)
+    assert Z.shape == (n, ranks[-1])
+    assert Z.dtype == dtype
+    assert np.isfinite(Z).all() and (Z >= 0).all()
+    assert np.isfinite(model.components_).all() and (model.components_ >= 0).all()
+    R = model.inverse_transform(Z)
+    assert R.shape == (n, m) and np.isfinite(R).all()
+
+
+# skorch integration ----------------------------------------------------------------
+def test_verbose_prints_progress_and_epoch_loss(digits, capsys):
+    DeepNMF(4, max_iter=3, tol=0, verbose=1, random_state=0).fit(digits[:50])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "train_loss" in text and "epoch" in text
+
+
+def test_user_callbacks_pass_through_and_are_not_modified(digits):
+    from skorch.callbacks import EarlyStopping
+
+    stopper = EarlyStopping(monitor="train_loss", patience=2, threshold=0.5)
+    state = repr(sorted(vars(stopper).items()))
+    model = DeepNMF(8, max_iter=200, tol=0, callbacks=[stopper], random_state=0)
+    model.fit(digits[:200])
+    # A 50% relative improvement per epoch is soon out of reach: stopped early.
+    assert 3 <= model.n_iter_ < 200
+    assert repr(sorted(vars(stopper).items())) == state  # the user's copy is intact
+
+
+def test_history_records_loss_per_epoch(digits):
+    model = DeepNMF((8, 4), max_iter=7, tol=0, random_state=0).fit(digits[:100])
+    assert len(model.history_) == 7 == model.n_iter_
+    assert all(np.isfinite(model.history_[:, "train_loss"]))

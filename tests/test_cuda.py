@@ -1,0 +1,57 @@
+"""GPU checks: run wherever CUDA is present, skipped (visibly) elsewhere.
+
+The CPU results are the reference: the same algorithm on the same data must give
+the same factors on the GPU, up to the reordering of floating-point sums.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits
+
+from sknmf import DeepNMF
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def X():
+    return load_digits().data[:500].astype(np.float64)
+
+
+@pytest.mark.parametrize("n_components", [8, (16, 8, 4)])
+@pytest.mark.parametrize("beta_loss", ["frobenius", "kullback-leibler"])
+def test_cuda_matches_cpu_float64(X, n_components, beta_loss):
+    kw = dict(beta_loss=beta_loss, max_iter=30, tol=0, random_state=0)
+    cpu = DeepNMF(n_components, device="cpu", **kw).fit(X)
+    gpu = DeepNMF(n_components, device="cuda", **kw).fit(X)
+    assert gpu.reconstruction_err_ == pytest.approx(cpu.reconstruction_err_, rel=1e-6)
+    np.testing.assert_allclose(gpu.components_, cpu.components_, rtol=1e-5, atol=1e-8)
+    Z = gpu.transform(X)
+    assert isinstance(Z, np.ndarray) and Z.dtype == np.float64
+    np.testing.assert_allclose(Z, cpu.transform(X), rtol=1e-4, atol=1e-6)
+
+
+def test_cuda_float32_sparse_and_adam(X):
+    X32 = X.astype(np.float32)
+    gpu = DeepNMF(8, device="cuda", max_iter=20, random_state=0).fit(sp.csr_matrix(X32))
+    cpu = DeepNMF(8, device="cpu", max_iter=20, random_state=0).fit(X32)
+    assert gpu.components_.dtype == np.float32
+    assert gpu.reconstruction_err_ == pytest.approx(cpu.reconstruction_err_, rel=1e-3)
+    adam = DeepNMF(
+        8, solver="adam", batch_size=128, max_epochs=5, device="cuda", random_state=0
+    ).fit(X32)
+    assert np.isfinite(adam.components_).all() and (adam.components_ >= 0).all()
+
+
+def test_cuda_model_pickles_and_predicts_on_cpu(X):
+    import pickle
+
+    gpu = DeepNMF((8, 4), device="cuda", max_iter=10, random_state=0).fit(X)
+    clone = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_allclose(clone.transform(X), gpu.transform(X))
+    cpu_copy = pickle.loads(pickle.dumps(gpu)).set_params(device="cpu")
+    np.testing.assert_allclose(cpu_copy.transform(X), gpu.transform(X), rtol=1e-5)
