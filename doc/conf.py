@@ -257,39 +257,9 @@ def _write_cli_page() -> None:
     _write_if_changed(DOC_DIR / "_generated" / "cli.rst", rst)
 
 
-def _write_file_format() -> None:
-    """Copy the codec's file-format specification from the codec's own docstring.
-
-    The specification lives next to the code that reads and writes the files: the
-    section titled "File format" of the docstring of a module of ``sknmf.image``.
-    """
-    found = ""
-    try:
-        image = importlib.import_module("sknmf.image")
-    except ModuleNotFoundError:
-        image = None
-    for info in pkgutil.iter_modules(getattr(image, "__path__", [])):
-        doc = importlib.import_module(f"sknmf.image.{info.name}").__doc__ or ""
-        match = re.search(
-            r"^File format\n([-=~^])\1+\n(.*?)(?=^\S[^\n]*\n[-=~^]{3,}\n|\Z)",
-            doc,
-            flags=re.S | re.M,
-        )
-        if match:
-            found = match.group(2).strip() + "\n"
-            break
-    if not found:
-        found = (
-            "The specification is part of the codec module's docstring (a section "
-            "titled *File format* in ``sknmf.image``), which this build lacks.\n"
-        )
-    _write_if_changed(DOC_DIR / "_generated" / "file_format.rst", found)
-
-
 _write_api_page()
 _write_quickstart()
 _write_cli_page()
-_write_file_format()
 
 # -- Gallery -----------------------------------------------------------------------
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import lzma
 import os
 import pkgutil
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sknmf
@@ -69,6 +73,59 @@ def test_getting_started_example_runs():
     )
     assert result.attempted > 5
     assert result.failed == 0
+
+
+def test_documented_file_format_decodes_a_real_file():
+    """The file format of the Images page is enough to decode a real file.
+
+    The image is rebuilt from the bytes with nothing but the page's tables
+    (struct, lzma, numpy): no sknmf code reads the file here.
+    """
+    image_module = pytest.importorskip("sknmf.image")
+    if not hasattr(image_module, "compress"):
+        pytest.skip("the codec (sknmf.image.compress) is not in this checkout yet")
+    from sklearn.datasets import load_sample_image
+
+    rgb = load_sample_image("china.jpg")[100:140, 200:257]  # 40 x 57: padded edges
+    gray = np.rint(rgb.mean(axis=2)).astype(np.uint8)
+    data = image_module.compress(gray, quality=50)
+
+    assert data[:8] == b"\x89SKNMF\r\n"
+    version, flags, hlen = struct.unpack_from("<BBH", data, 8)
+    assert (version, flags) == (1, 0)
+    header = data[12 : 12 + hlen]
+    h, w, channels, axis, colour, n_planes = struct.unpack_from("<IIBBBB", header, 0)
+    assert (h, w, channels, axis, colour, n_planes) == (40, 57, 1, 0, 0, 1)
+    kind, sub, ph, pw, k, code_bytes, n_layers, step = struct.unpack_from(
+        "<BBBBHBBf", header, 12
+    )
+    assert (kind, sub, code_bytes in (1, 2)) == (0, 1, True)
+    assert 24 + 2 * n_layers == hlen
+    (plen,) = struct.unpack_from("<I", data, 12 + hlen)
+    payload = data[16 + hlen : 16 + hlen + plen]
+    assert 16 + hlen + plen + 4 == len(data)
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    assert crc == zlib.crc32(data[:-4])
+
+    gh, gw = -(-h // ph), -(-w // pw)
+    n, d = gh * gw, ph * pw
+    size = k * d + 4 * k + k * n * code_bytes
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": min(max(size, 1 << 12), 1 << 26)}]
+    raw = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters).decompress(payload)
+    assert len(raw) == size
+    q = np.frombuffer(raw, np.uint8, k * d).reshape(k, d).astype(np.float64)
+    sigma = np.frombuffer(raw, "<f4", k, offset=k * d).astype(np.float64)
+    c = np.frombuffer(
+        raw, "<u1" if code_bytes == 1 else "<u2", k * n, offset=k * (d + 4)
+    )
+    patches = (step * c.reshape(k, n).T.astype(np.float64)) @ (sigma[:, None] * q)
+    plane = patches.reshape(gh, gw, ph, pw).transpose(0, 2, 1, 3).reshape(gh * ph, -1)
+    rebuilt = np.clip(np.rint(plane[:h, :w]), 0, 255).astype(np.int16)
+
+    decoded = image_module.decompress(data).astype(np.int16)
+    assert decoded.shape == gray.shape
+    # float64 here, float32 in the decoder: at most a rounding step apart.
+    assert np.abs(rebuilt - decoded).max() <= 1
 
 
 def test_docs_build_with_warnings_as_errors(tmp_path):
