@@ -237,6 +237,18 @@ def _cli_help(argv: list[str]) -> str:
     return out.getvalue()
 
 
+def _subcommands(help_text: str) -> list[str]:
+    """Subcommand names from argparse's help: ``{a,b}`` or the indented list."""
+    match = re.search(r"\{([\w,-]+)\}", help_text)
+    if match:
+        return match.group(1).split(",")
+    section = re.search(r"positional arguments:\n(.*?)(?:\n\n|\Z)", help_text, re.S)
+    if not section:
+        return []
+    # argparse indents the subcommands of a metavar'd subparsers action by 4 spaces.
+    return re.findall(r"^    ([A-Za-z][\w-]*)(?:\s{2,}|$)", section.group(1), re.M)
+
+
 def _write_cli_page() -> None:
     """Record the ``--help`` text of ``sknmf`` and of each subcommand."""
     try:
@@ -245,8 +257,7 @@ def _write_cli_page() -> None:
         rst = "This build of sknmf has no command line (``sknmf.cli`` is absent).\n"
     else:
         main_help = _cli_help(["--help"])
-        match = re.search(r"\{([\w,-]+)\}", main_help)
-        commands = match.group(1).split(",") if match else []
+        commands = _subcommands(main_help)
         parts = [("sknmf", main_help)]
         parts += [(f"sknmf {cmd}", _cli_help([cmd, "--help"])) for cmd in commands]
         rst = ""
