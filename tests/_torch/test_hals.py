@@ -1,0 +1,255 @@
+"""Accelerated HALS against scikit-learn's coordinate descent and exact properties."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.datasets import load_digits
+from sklearn.decomposition import NMF
+from sklearn.decomposition._nmf import _initialize_nmf
+
+from sknmf._torch.hals import frobenius_objective, hals_solve_W, hals_step
+from sknmf._torch.sparse import CSRMatrix
+
+F64 = torch.float64
+# torch flags its CSR tensors as beta; nothing for these tests to act on.
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits().data.astype(np.float64)
+
+
+def _tensors(X, W, H, dtype=F64, col_major=True):
+    Xt = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+    Wt = torch.from_numpy(np.asfortranarray(W) if col_major else W.copy()).to(dtype)
+    Ht = torch.from_numpy(H.copy()).to(dtype)
+    return Xt, Wt, Ht
+
+
+def _csr(X):
+    Xs = sp.csr_matrix(X)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(Xs.indptr.astype(np.int64)),
+        torch.from_numpy(Xs.indices.astype(np.int64)),
+        torch.from_numpy(Xs.data),
+        size=Xs.shape,
+        check_invariants=True,
+    )
+
+
+def _random_problem(n=60, p=25, k=5, seed=0, density=None):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, p))
+    if density is not None:
+        X[rng.random((n, p)) > density] = 0.0
+    W = rng.random((n, k))
+    H = rng.random((k, p))
+    return X, W, H
+
+
+def _sklearn_regs(X, alpha_W, l1_ratio):
+    # scikit-learn's own scaling of alpha_W / alpha_H / l1_ratio
+    return NMF(alpha_W=alpha_W, l1_ratio=l1_ratio)._compute_regularization(X)
+
+
+@pytest.mark.parametrize("alpha_W, l1_ratio", [(0.0, 0.0), (0.05, 0.5), (0.05, 1.0)])
+def test_objective_never_increases(alpha_W, l1_ratio):
+    X, W, H = _random_problem()
+    l1_W, l1_H, l2_W, l2_H = _sklearn_regs(X, alpha_W, l1_ratio)
+    regs = dict(l1_reg_W=l1_W, l2_reg_W=l2_W, l1_reg_H=l1_H, l2_reg_H=l2_H)
+    Xt, Wt, Ht = _tensors(X, W, H)
+    prev = frobenius_objective(Xt, Wt, Ht, **regs)
+    for _ in range(40):
+        hals_step(Xt, Wt, Ht, **regs)
+        cur = frobenius_objective(Xt, Wt, Ht, **regs)
+        assert cur <= prev * (1 + 1e-12) + 1e-12
+        prev = cur
+    assert (Wt >= 0).all() and (Ht >= 0).all()
+
+
+def test_matches_sklearn_cd_error_on_digits(digits):
+    k = 10
+    W0, H0 = _initialize_nmf(digits, k, init="nndsvda")
+    ref = NMF(k, solver="cd", init="custom", max_iter=2000, tol=1e-6)
+    ref.fit_transform(digits, W=W0.copy(), H=H0.copy())
+    Xt, Wt, Ht = _tensors(digits, W0, H0)
+    for _ in range(300):
+        hals_step(Xt, Wt, Ht)
+    err = np.sqrt(2 * frobenius_objective(Xt, Wt, Ht))
+    assert err == pytest.approx(ref.reconstruction_err_, rel=0.01)
+
+
+def test_regularised_matches_sklearn_cd(digits):
+    k, alpha_W, l1_ratio = 8, 0.01, 0.5
+    W0, H0 = _initialize_nmf(digits, k, init="nndsvda")
+    ref = NMF(
+        k,
+        solver="cd",
+        init="custom",
+        max_iter=2000,
+        tol=1e-6,
+        alpha_W=alpha_W,
+        l1_ratio=l1_ratio,
+    )
+    W_ref = ref.fit_transform(digits, W=W0.copy(), H=H0.copy())
+    l1_W, l1_H, l2_W, l2_H = _sklearn_regs(digits, alpha_W, l1_ratio)
+    regs = dict(l1_reg_W=l1_W, l2_reg_W=l2_W, l1_reg_H=l1_H, l2_reg_H=l2_H)
+    Xt, Wt, Ht = _tensors(digits, W0, H0)
+    for _ in range(300):
+        hals_step(Xt, Wt, Ht, **regs)
+    ours = frobenius_objective(Xt, Wt, Ht, **regs)
+    theirs = frobenius_objective(
+        Xt, torch.from_numpy(W_ref), torch.from_numpy(ref.components_), **regs
+    )
+    assert ours == pytest.approx(theirs, rel=0.01)
+    # The penalty really acts: the l1 term leaves exact zeros in the codes.
+    assert (Wt == 0).float().mean() > 0.05
+
+
+@pytest.mark.parametrize("kind", ["torch_csr", "CSRMatrix"])
+def test_sparse_equals_dense(kind):
+    X, W, H = _random_problem(n=80, p=40, k=4, density=0.2)
+    Xd, Wd, Hd = _tensors(X, W, H)
+    _, Ws, Hs = _tensors(X, W, H)
+    Xs = _csr(X) if kind == "torch_csr" else CSRMatrix.from_dense(Xd)
+    for _ in range(5):
+        hals_step(Xd, Wd, Hd, l1_reg_W=0.1, l2_reg_H=0.2)
+        hals_step(Xs, Ws, Hs, l1_reg_W=0.1, l2_reg_H=0.2)
+    if kind == "torch_csr":
+        assert Xs.layout == torch.sparse_csr
+    assert frobenius_objective(Xs, Ws, Hs) == pytest.approx(
+        frobenius_objective(Xd, Wd, Hd), rel=1e-10
+    )
+    torch.testing.assert_close(Ws, Wd, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(Hs, Hd, rtol=1e-10, atol=1e-12)
+    Wd2, _ = hals_solve_W(Xd, Hd, torch.zeros_like(Wd), tol=1e-10)
+    Ws2, _ = hals_solve_W(Xs, Hd, torch.zeros_like(Wd), tol=1e-10)
+    torch.testing.assert_close(Ws2, Wd2, rtol=1e-10, atol=1e-12)
+
+
+def test_layouts_give_the_same_iterates_and_x_is_untouched():
+    X, W, H = _random_problem()
+    Xa, Wa, Ha = _tensors(X, W, H, col_major=True)
+    Xb, Wb, Hb = _tensors(X, W, H, col_major=False)
+    Hb = Hb.T.contiguous().T  # a non-contiguous H too
+    X_before = Xa.clone()
+    for _ in range(3):
+        hals_step(Xa, Wa, Ha)
+        hals_step(Xb, Wb, Hb)
+    torch.testing.assert_close(Wa, Wb, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(Ha, Hb, rtol=1e-12, atol=1e-12)
+    assert torch.equal(Xa, X_before)
+
+
+def test_precomputed_xht_with_fixed_h():
+    X, W, H = _random_problem()
+    Xt, W1, H1 = _tensors(X, W, H)
+    _, W2, H2 = _tensors(X, W, H)
+    XHt = Xt @ H1.T
+    XHt_before = XHt.clone()
+    for _ in range(3):
+        hals_step(Xt, W1, H1, update_H=False)
+        hals_step(Xt, W2, H2, update_H=False, XHt=XHt)
+    torch.testing.assert_close(W1, W2, rtol=1e-12, atol=1e-12)
+    assert torch.equal(H1, H2) and torch.equal(H2, torch.from_numpy(H))
+    assert torch.equal(XHt, XHt_before)
+
+
+def test_zero_components_stay_finite():
+    X, W, H = _random_problem(k=4)
+    Xt, Wt, Ht = _tensors(X, W, H)
+    Ht[2] = 0.0  # a dead component: its W column has no defined update
+    Wt[:, 1] = 0.0  # and a dead code: its H row has no defined update
+    w2_before = Wt[:, 2].clone()
+    hals_step(Xt, Wt, Ht)
+    assert torch.isfinite(Wt).all() and torch.isfinite(Ht).all()
+    # Like scikit-learn's cd, an undetermined component is left where it was.
+    torch.testing.assert_close(Wt[:, 2], w2_before)
+    # An all-zero X drives everything to zero, without NaN.
+    Z = torch.zeros_like(Xt)
+    hals_step(Z, Wt, Ht)
+    hals_step(Z, Wt, Ht)
+    assert torch.isfinite(Wt).all() and torch.isfinite(Ht).all()
+    assert float(frobenius_objective(Z, Wt, Ht)) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_transform_codes_match_sklearn(digits):
+    k = 12
+    est = NMF(k, solver="cd", init="nndsvda", max_iter=400).fit(digits)
+    est.set_params(tol=1e-12, max_iter=5000)
+    W_ref = est.transform(digits[:300])
+    X = torch.from_numpy(digits[:300])
+    H = torch.from_numpy(est.components_)
+    W, n_iter = hals_solve_W(
+        X, H, torch.zeros(300, k, dtype=F64), tol=1e-12, max_iter=5000
+    )
+    assert 1 < n_iter < 5000
+    assert (W >= 0).all()
+    rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
+    assert rel < 1e-3
+
+
+def test_transform_with_l1_matches_sklearn(digits):
+    k = 6
+    est = NMF(
+        k, solver="cd", init="nndsvda", alpha_W=0.01, l1_ratio=1.0, max_iter=400
+    ).fit(digits)
+    est.set_params(tol=1e-12, max_iter=5000)
+    X = digits[:200]
+    W_ref = est.transform(X)
+    # transform regularises with n_features * alpha_W, as fit does
+    l1_W, _, l2_W, _ = _sklearn_regs(X, 0.01, 1.0)
+    W, _ = hals_solve_W(
+        torch.from_numpy(X),
+        torch.from_numpy(est.components_),
+        torch.zeros(200, k, dtype=F64),
+        tol=1e-12,
+        max_iter=5000,
+        l1_reg_W=l1_W,
+        l2_reg_W=l2_W,
+    )
+    rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
+    assert rel < 1e-3
+
+
+def test_transform_stops_on_tol():
+    X, W, H = _random_problem(n=200)
+    Xt, _, Ht = _tensors(X, W, H)
+    _, loose = hals_solve_W(Xt, Ht, torch.zeros(200, 5, dtype=F64), tol=1e-2)
+    _, tight = hals_solve_W(Xt, Ht, torch.zeros(200, 5, dtype=F64), tol=1e-10)
+    assert loose < tight
+
+
+def test_float32_runs_and_decreases():
+    X, W, H = _random_problem()
+    Xt, Wt, Ht = _tensors(X, W, H, dtype=torch.float32)
+    before = frobenius_objective(Xt, Wt, Ht)
+    for _ in range(10):
+        hals_step(Xt, Wt, Ht)
+    assert Wt.dtype == torch.float32 and Ht.dtype == torch.float32
+    assert frobenius_objective(Xt, Wt, Ht) < 0.5 * before
+
+
+def test_bad_inputs():
+    X, W, H = _random_problem()
+    Xt, Wt, Ht = _tensors(X, W, H)
+    with pytest.raises(TypeError, match="dtype"):
+        hals_step(Xt, Wt.float(), Ht)
+    with pytest.raises(ValueError, match="shapes"):
+        hals_step(Xt, Wt[:10], Ht)
+    with pytest.raises(ValueError, match="shapes"):
+        hals_solve_W(Xt, Ht[:, :3], Wt)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    X, W, H = _random_problem(n=500, p=40, k=6)
+    Xc, Wc, Hc = _tensors(X, W, H)
+    Xg, Wg, Hg = (t.cuda() for t in _tensors(X, W, H))
+    for _ in range(5):
+        hals_step(Xc, Wc, Hc)
+        hals_step(Xg, Wg, Hg)
+    torch.testing.assert_close(Wg.cpu(), Wc, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(Hg.cpu(), Hc, rtol=1e-8, atol=1e-10)
