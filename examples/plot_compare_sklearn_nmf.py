@@ -27,9 +27,11 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from sklearn.datasets import load_sample_image
 from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_info
 
 from sknmf import DeepNMF
 
@@ -47,6 +49,10 @@ print(f"X: {patches.shape[0]} patches x {patches.shape[1]} values")
 
 n_components = 32
 norm_X = np.linalg.norm(patches)
+
+# Timings depend on the machine and on how many threads each library may use.
+blas = {pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()}
+print(f"threads: torch {torch.get_num_threads()}, BLAS {blas}")
 
 # %%
 # Error against time
