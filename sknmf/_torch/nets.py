@@ -14,6 +14,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 
 from .divergence import EPSILON
+from .hals import hals_step
 from .sparse import CSRMatrix
 from .updates import (
     Regularization,
@@ -181,8 +182,6 @@ class FactorizationNet(NeuralNet):
         Hs = [H.detach() for H in m.H]
         with torch.no_grad():
             if self.solver == "hals":
-                from .hals import hals_step  # noqa: PLC0415 (optional until merged)
-
                 W, H = Ws[0].clone(), Hs[0].clone()
                 hals_step(
                     Xb,
@@ -211,7 +210,7 @@ class FactorizationNet(NeuralNet):
                     m.W[l].data = W
                 else:
                     m.W[l].data[idx] = W
-            if self.solver == "mu":
+            if self.solver in ("mu", "hals"):
                 for l, H in enumerate(Hs):
                     m.H[l].data = H
         if self.solver == "adam" and self.update_H:

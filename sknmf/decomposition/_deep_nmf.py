@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._torch.divergence import beta_divergence, beta_loss_to_float
+from .._torch.hals import hals_solve_W
 from .._torch.init import constant_codes, initialize_nmf
 from .._torch.modules import DeepFactorChain
 from .._torch.nets import (
@@ -42,7 +43,7 @@ from .._torch.updates import (
 )
 from .._utils import check_device, make_generator, seed_from_random_state
 
-_SOLVERS = {"auto", "mu", "adam"}
+_SOLVERS = {"auto", "mu", "hals", "adam"}
 
 
 class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -72,12 +73,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Initialisation of every layer during pretraining, as in scikit-learn. None
         is ``"nndsvda"`` when the rank allows it, else ``"random"``. ``"custom"``
         takes ``W`` and ``H`` from :meth:`fit`.
-    solver : {"auto", "mu", "adam"}, default="auto"
+    solver : {"auto", "mu", "hals", "adam"}, default="auto"
         ``"mu"``: multiplicative updates, monotone on the full batch (with an L2
         penalty and beta < 2 the rule is scikit-learn's, which is not a strict
-        majorisation, so monotonicity is then not guaranteed). ``"adam"``:
-        codes by multiplicative updates, weights by projected Adam steps (works
-        with mini-batches). ``"auto"`` is ``"mu"``.
+        majorisation, so monotonicity is then not guaranteed). ``"hals"``:
+        accelerated hierarchical ALS (Gillis & Glineur 2012), Frobenius loss
+        only; it fits one-layer models and each layer's pretraining, while the
+        joint fine-tuning of deep models uses multiplicative updates.
+        ``"adam"``: codes by multiplicative updates, weights by projected Adam
+        steps (works with mini-batches). ``"auto"``: ``"hals"`` for the
+        Frobenius loss on full batches, ``"adam"`` when ``batch_size`` is set,
+        ``"mu"`` otherwise.
     loss : {"layer", "data"}, default="layer"
         Joint objective of the fine-tuning (deep models only).
     layer_weights : array-like of shape (n_layers,), default=None
@@ -348,6 +354,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * L)
         self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
         if L > 1:
+            # HALS solves one layer; the coupled deep objective uses MM updates.
+            joint = "mu" if solver == "hals" else solver
             Ws, Hs, net, n_iter = self._train(
                 Xt,
                 Ws,
@@ -356,12 +364,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 self.loss,
                 weights,
                 reg,
-                solver,
+                joint,
                 self.max_iter,
                 seed + L,
             )
             self.net_, self.n_iter_ = net, n_iter
         self.layer_weights_ = np.asarray(weights, dtype=np.float64)
+        self._solver = solver
         self._store(Xt, Ws, Hs, beta, X.dtype)
         self._fit_codes_ = self.transform(X)
         return self
@@ -458,7 +467,20 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             layer_reg = Regularization(
                 n_samples, [widths[l]], *self._alphas(), self.l1_ratio
             )
-            W = _solve_layer_codes(target, W, H, beta, layer_reg, max_iter, self.tol)
+            if getattr(self, "_solver", "mu") == "hals":
+                W, _ = hals_solve_W(
+                    target,
+                    H,
+                    W,
+                    max_iter=max_iter,
+                    tol=self.tol,
+                    l1_reg_W=layer_reg.l1_W[0],
+                    l2_reg_W=layer_reg.l2_W[0],
+                )
+            else:
+                W = _solve_layer_codes(
+                    target, W, H, beta, layer_reg, max_iter, self.tol
+                )
             Ws.append(W)
             target = W
         if L > 1:
@@ -532,10 +554,11 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """Update the model with one mini-batch (online learning).
 
         The codes of the batch are solved with the weights fixed, then each
-        ``Hl`` takes one step of the online multiplicative update with running
-        statistics (Lefèvre et al. 2011, as in
-        :class:`sklearn.decomposition.MiniBatchNMF`), weighted by
-        ``forget_factor``. The first call initialises the model on its batch.
+        ``Hl`` takes one step on running statistics of all batches seen, weighted
+        by ``forget_factor``: block coordinate descent for the Frobenius loss
+        (Mairal et al. 2010), the online multiplicative update otherwise
+        (Lefèvre et al. 2011, as in :class:`sklearn.decomposition.MiniBatchNMF`).
+        The first call initialises the model on its batch.
 
         Parameters
         ----------
@@ -579,6 +602,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 Hs.append(H_l)
                 target = W_l
             self._beta = beta
+            self._solver = "hals" if beta == 2.0 else "mu"
             self.layer_weights_ = np.ones(len(ranks))
             self._A = [None] * len(ranks)
             self._B = [None] * len(ranks)
@@ -593,6 +617,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         alphas = self._alphas()
         for l in range(len(Hs)):
             T = Xt if l == 0 else Ws[l - 1]
+            if beta == 2.0:
+                Hs[l] = self._online_hals_step(l, T, Ws[l], Hs[l], n_samples)
+                continue
             num, den = mu_num_den(T, Ws[l], Hs[l], None, beta)
             den = den + n_samples * alphas[1] * self.l1_ratio
             den = den + n_samples * alphas[1] * (1 - self.l1_ratio) * Hs[l]
@@ -608,6 +635,33 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.n_steps_ += 1
         self._set_components(X.dtype)
         return self
+
+    def _online_hals_step(self, l, T, W, H, n_samples, n_sweeps=10):
+        """Frobenius: block coordinate descent on ``H`` with running statistics.
+
+        ``A = Σ ρ^age WᵀW`` and ``B = Σ ρ^age WᵀT`` summarise every batch seen
+        (Mairal et al. 2010); each row of ``H`` then has a closed-form update.
+        """
+        rho = self.forget_factor
+        G = W.T @ W
+        R = W.T @ T if not isinstance(T, CSRMatrix) else T.tmatmul(W).T
+        A = G if self._A[l] is None else rho * self._A[l] + G
+        B = R if self._B[l] is None else rho * self._B[l] + R
+        self._A[l], self._B[l] = A, B
+        alpha_H = self._alphas()[1]
+        l1 = n_samples * alpha_H * self.l1_ratio
+        l2 = n_samples * alpha_H * (1.0 - self.l1_ratio)
+        H = H.clone()
+        for _ in range(n_sweeps):
+            for j in range(H.shape[0]):
+                denom = float(A[j, j]) + l2
+                if denom <= 0:
+                    continue
+                grad = A[j] @ H - B[j] + l1 + l2 * H[j]
+                H[j] = (H[j] - grad / denom).clamp_min(0)
+        if len(self._H) > 1:
+            H = H / H.sum(1, keepdim=True).clamp_min(1e-30)
+        return H
 
     # -------------------------------------------------------------- helpers
     def _validate_input(self, X, reset):
@@ -671,7 +725,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             )
 
     def _resolved_solver(self, beta):
-        return "mu" if self.solver == "auto" else self.solver
+        if self.solver == "auto":
+            if self.batch_size is not None:
+                return "adam"
+            return "hals" if beta == 2.0 else "mu"
+        if self.solver == "hals" and (beta != 2.0 or self.batch_size is not None):
+            raise ValueError(
+                "solver='hals' minimises the Frobenius loss on full batches; got "
+                f"beta_loss={self.beta_loss!r}, batch_size={self.batch_size!r}. "
+                "Use solver='mu' (any beta) or solver='adam' (mini-batches)."
+            )
+        return self.solver
 
     def _alphas(self):
         alpha_H = self.alpha_W if self.alpha_H == "same" else self.alpha_H

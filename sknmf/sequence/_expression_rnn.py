@@ -1,0 +1,435 @@
+"""ExpressionRNN: recurrent sequence classifier for scikit-learn, trained by skorch."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
+from skorch import NeuralNetClassifier
+from skorch.callbacks import ProgressBar
+from skorch.dataset import ValidSplit
+
+from .._torch.rnn import SequenceClassifier
+from .._torch.rnn_net import BatchAccuracy
+from .._utils import check_device, make_generator, seed_from_random_state
+from ._sequences import (
+    Sequences,
+    array_ndim,
+    check_sequences,
+    is_sequence_list,
+    pad_sequences,
+)
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+class ExpressionRNN(
+    ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+):
+    """Recurrent-network classifier of frame sequences (GRU, LSTM or Elman RNN).
+
+    Each sequence of frame vectors (for instance NMF codes of video frames, from
+    :class:`~sknmf.FrameEncoder`) is read by a recurrent network; its final hidden state
+    (the sequence *embedding*) goes through a linear layer to class scores. Training is
+    done by `skorch <https://skorch.readthedocs.io>`_ (Adam by default, cross-entropy
+    loss), which keeps a per-epoch ``history_``.
+
+    Sequences of different lengths are padded and *packed*
+    (:func:`torch.nn.utils.rnn.pack_padded_sequence`): padding never reaches the
+    recurrence, so a sequence's prediction does not depend on the other sequences of the
+    batch, and nothing is truncated.
+
+    Parameters
+    ----------
+    hidden_size : int, default=64
+        Size of the recurrent state (per direction).
+    cell : {"gru", "lstm", "rnn"}, default="gru"
+        Recurrent cell: gated recurrent unit, long short-term memory, or Elman RNN
+        (tanh).
+    num_layers : int, default=1
+        Number of stacked recurrent layers.
+    bidirectional : bool, default=False
+        Also read each sequence backwards and concatenate both final states.
+    dropout : float, default=0.0
+        Dropout probability on the inputs of every layer above the first and on the
+        embedding before the output layer. Its masks come from a private generator
+        seeded by ``random_state``.
+    max_epochs : int, default=60
+        Number of passes over the training sequences.
+    lr : float, default=1e-2
+        Learning rate of the optimizer.
+    batch_size : int, default=32
+        Sequences per gradient step (and per inference batch).
+    optimizer : {"adam", "adamw", "sgd", "rmsprop"}, default="adam"
+        The :mod:`torch.optim` optimizer.
+    class_weight : "balanced", dict or None, default=None
+        Weights of the classes in the loss. ``"balanced"`` weights each class by
+        ``n_samples / (n_classes * count)``, for skewed classes; a dict maps class
+        labels to weights.
+    validation_fraction : float in (0, 1) or None, default=None
+        If set, this (stratified) fraction of the training sequences is held out and
+        scored after every epoch (``valid_loss``, ``valid_acc`` in ``history_``), e.g.
+        for :class:`skorch.callbacks.EarlyStopping`. ``None`` trains on everything.
+    device : str or torch.device, default="cpu"
+        ``"cpu"`` or ``"cuda"``; a clear error is raised when CUDA is not available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffling of mini-batches, dropout and the
+        validation split, all through private generators (torch's global random state
+        is left alone). Pass an int for reproducible fits.
+    verbose : int, default=0
+        ``0`` is silent; ``1`` or more shows a progress bar and the per-epoch table of
+        losses and accuracies.
+    scale_inputs : bool, default=True
+        Divide all input features by one scalar learned in :meth:`fit`: the standard
+        deviation of every feature value of every training frame. Frame codes come at
+        any overall scale (deep NMF codes grow with depth), and large inputs saturate
+        the recurrent gates; one scalar keeps the relative sizes of the features (a
+        per-feature standardisation would blow up rarely used NMF components).
+    callbacks : list of skorch callbacks or None, default=None
+        Extra :mod:`skorch.callbacks`, passed to the skorch net (copied, so the
+        instances you pass are never modified).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the columns of :meth:`predict_proba`.
+    n_features_in_ : int
+        Number of features of each frame.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit` (2-D DataFrame input only).
+    net_ : skorch.NeuralNetClassifier
+        The fitted skorch net; its ``module_`` is a
+        :class:`sknmf._torch.rnn.SequenceClassifier`.
+    history_ : skorch.History
+        Per-epoch records: ``train_loss``, ``train_acc`` (and ``valid_loss``,
+        ``valid_acc`` with ``validation_fraction``), ``dur``.
+    input_scale_ : float
+        The factor applied to the inputs (1.0 when ``scale_inputs=False``).
+    n_iter_ : int
+        Number of epochs actually run (fewer than ``max_epochs`` if a callback stopped
+        training early).
+
+    See Also
+    --------
+    FrameEncoder : Encode every frame of video sequences with a 2-D transformer.
+    sklearn.neural_network.MLPClassifier : Order-blind neural classifier of vectors.
+
+    Notes
+    -----
+    Input may be ``(n_seq, n_frames, n_features)``, a list of ``(n_frames_i,
+    n_features)`` arrays of different lengths, or ``(n_seq, n_features)``, read as
+    one-frame sequences. The network computes in float32; :meth:`transform` returns
+    the input's float dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknmf import ExpressionRNN
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(40, 6, 3)                  # 40 sequences, 6 frames, 3 features
+    >>> y = np.where(X[:, -1, 0] > X[:, 0, 0], "rise", "fall")
+    >>> clf = ExpressionRNN(hidden_size=8, max_epochs=5, random_state=0).fit(X, y)
+    >>> clf.classes_
+    array(['fall', 'rise'], dtype='<U4')
+    >>> clf.predict_proba(X[:2]).sum(axis=1)
+    array([1., 1.])
+    >>> clf.transform(X).shape
+    (40, 8)
+    >>> ragged = [rng.rand(n, 3) for n in (2, 9, 4)]  # sequences of any length
+    >>> clf.predict(ragged).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "cell": [StrOptions({"gru", "lstm", "rnn"})],
+        "num_layers": [Interval(Integral, 1, None, closed="left")],
+        "bidirectional": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS))],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "scale_inputs": ["boolean"],
+        "callbacks": [list, None],
+    }
+
+    def __init__(
+        self,
+        hidden_size: int = 64,
+        *,
+        cell: str = "gru",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        max_epochs: int = 60,
+        lr: float = 1e-2,
+        batch_size: int = 32,
+        optimizer: str = "adam",
+        class_weight=None,
+        validation_fraction: float | None = None,
+        device: str | torch.device = "cpu",
+        random_state=None,
+        verbose: int = 0,
+        scale_inputs: bool = True,
+        callbacks: list | None = None,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.cell = cell
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.class_weight = class_weight
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.scale_inputs = scale_inputs
+        self.callbacks = callbacks
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on labelled sequences.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_seq, n_frames, n_features), list of arrays of shape \
+(n_frames_i, n_features), or array-like of shape (n_seq, n_features)
+            Training sequences (2-D input is read as one-frame sequences).
+        y : array-like of shape (n_seq,)
+            Class labels (strings or integers).
+
+        Returns
+        -------
+        self : ExpressionRNN
+            The fitted classifier.
+        """
+        device = check_device(self.device)
+        seqs, _ = self._validate_sequences(X, reset=True)
+        y = column_or_1d(y, warn=True)
+        if len(y) != seqs.n_sequences:
+            raise ValueError(
+                f"y has {len(y)} labels but X has {seqs.n_sequences} sequences; "
+                "pass one label per sequence."
+            )
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "ExpressionRNN needs at least 2 classes to train, but y contains only "
+                f"one class: {self.classes_[0]!r}."
+            )
+        y_enc = encoder.transform(y).astype(np.int64)
+        n_classes = len(self.classes_)
+
+        self.input_scale_ = 1.0
+        if self.scale_inputs:
+            std = float(np.std(seqs.frames, dtype=np.float64))
+            if np.isfinite(std) and std > 0:
+                self.input_scale_ = 1.0 / std
+
+        seed = seed_from_random_state(self.random_state)
+        if self.class_weight is None:
+            weight = None
+        else:
+            weight = torch.as_tensor(
+                compute_class_weight(self.class_weight, classes=self.classes_, y=y),
+                dtype=torch.float32,
+            )
+
+        callbacks = [("train_acc", BatchAccuracy("train_acc"))]
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar()))
+        # Copies: skorch initialises and mutates callbacks; the user's stay untouched.
+        callbacks.extend(copy.deepcopy(list(self.callbacks or [])))
+
+        if self.validation_fraction is None:
+            train_split = None
+        else:
+            train_split = ValidSplit(
+                self.validation_fraction, stratified=True, random_state=seed
+            )
+
+        self.net_ = NeuralNetClassifier(
+            module=SequenceClassifier,
+            module__n_features=self.n_features_in_,
+            module__n_classes=n_classes,
+            module__hidden_size=self.hidden_size,
+            module__cell=self.cell,
+            module__num_layers=self.num_layers,
+            module__bidirectional=self.bidirectional,
+            module__dropout=self.dropout,
+            module__seed=seed,
+            criterion=torch.nn.CrossEntropyLoss,
+            criterion__weight=weight,
+            optimizer=_OPTIMIZERS[self.optimizer],
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=train_split,
+            classes=np.arange(n_classes),
+            iterator_train__shuffle=True,
+            iterator_train__generator=make_generator(seed + 2),
+            iterator_valid__generator=make_generator(seed + 3),
+            callbacks=callbacks,
+            device=str(device),
+            verbose=self.verbose,
+        )
+        self.net_.fit(self._net_input(seqs), y_enc)
+        self.history_ = self.net_.history
+        self.n_iter_ = len(self.history_)
+        self._n_features_out = self.net_.module_.embedding_size
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of each sequence.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_seq, n_frames, n_features), list of arrays, or \
+array-like of shape (n_seq, n_features)
+            Sequences, in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_seq, n_classes)
+            Rows sum to 1; columns follow ``classes_``.
+        """
+        check_is_fitted(self)
+        seqs, _ = self._validate_sequences(X, reset=False)
+        logits = self._infer(seqs, embed=False)
+        return torch.softmax(logits.to(torch.float64), dim=1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted class label of each sequence.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_seq, n_frames, n_features), list of arrays, or \
+array-like of shape (n_seq, n_features)
+            Sequences, in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_seq,)
+            Labels from ``classes_``.
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def transform(self, X) -> np.ndarray:
+        """Sequence embeddings: the final hidden state of the last layer.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_seq, n_frames, n_features), list of arrays, or \
+array-like of shape (n_seq, n_features)
+            Sequences, in any of the forms :meth:`fit` accepts.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_seq, hidden_size * (2 if bidirectional else 1))
+            In the input's float dtype (float32 input stays float32).
+        """
+        check_is_fitted(self)
+        seqs, dtype = self._validate_sequences(X, reset=False)
+        return self._infer(seqs, embed=True).numpy().astype(dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # helpers -----------------------------------------------------------------------
+
+    def _validate_sequences(self, X, *, reset: bool) -> tuple[Sequences, np.dtype]:
+        """Validate any accepted form; set or check ``n_features_in_``."""
+        dtype = (np.float64, np.float32)
+        if is_sequence_list(X) or array_ndim(X) >= 3:
+            seqs = check_sequences(
+                X, estimator_name=type(self).__name__, dtype=dtype, frame_ndim=1
+            )
+            n_features = seqs.frame_shape[0]
+            if reset:
+                self.n_features_in_ = n_features
+                # Feature names only come with 2-D DataFrames.
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features per frame, but "
+                    f"{type(self).__name__} is expecting {self.n_features_in_} "
+                    "features as input."
+                )
+        else:
+            X2 = validate_data(self, X, dtype=dtype, reset=reset)
+            seqs = Sequences("array", X2, np.ones(X2.shape[0], dtype=np.int64))
+        return seqs, seqs.frames.dtype
+
+    def _padded(self, seqs: Sequences) -> np.ndarray:
+        padded = pad_sequences(seqs, np.float32)
+        if self.input_scale_ != 1.0:
+            padded *= np.float32(self.input_scale_)
+        return padded
+
+    def _net_input(self, seqs: Sequences) -> dict:
+        # skorch passes dict entries to the module's forward as keyword arguments.
+        return {"X": self._padded(seqs), "lengths": seqs.lengths}
+
+    def _infer(self, seqs: Sequences, *, embed: bool) -> torch.Tensor:
+        """Logits or embeddings, batch by batch, on CPU."""
+        module = self.net_.module_
+        device = self.net_.device
+        was_training = module.training
+        module.eval()
+        padded = self._padded(seqs)
+        lengths = torch.as_tensor(seqs.lengths)
+        outputs = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(padded), self.batch_size):
+                    stop = start + self.batch_size
+                    # Trim each batch to its own longest sequence: less work, same
+                    # result (packing ignores padding anyway).
+                    max_len = int(lengths[start:stop].max())
+                    xb = torch.from_numpy(padded[start:stop, :max_len]).to(device)
+                    lb = lengths[start:stop]
+                    out = module.embed(xb, lb) if embed else module(xb, lb)
+                    outputs.append(out.cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(outputs, dim=0)

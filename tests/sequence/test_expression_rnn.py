@@ -1,0 +1,276 @@
+"""Tests of ExpressionRNN: scikit-learn compatibility, ragged input, reproducibility."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.utils import compute_class_weight
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from skorch.callbacks import EarlyStopping
+
+from sknmf import ExpressionRNN
+
+
+def _order_task(n=60, n_frames=6, n_features=3, seed=0):
+    """Labels that only the order of the frames decides: rising vs falling feature 0."""
+    rng = np.random.RandomState(seed)
+    X = rng.rand(n, n_frames, n_features)
+    y = np.where(X[:, -1, 0] > X[:, 0, 0], "rise", "fall")
+    return X, y
+
+
+def _small(**kwargs):
+    params = dict(hidden_size=8, max_epochs=15, random_state=0)
+    params.update(kwargs)
+    return ExpressionRNN(**params)
+
+
+@parametrize_with_checks([ExpressionRNN(hidden_size=16, max_epochs=20, random_state=0)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = _order_task()
+    return _small().fit(X, y), X, y
+
+
+def test_learns_temporal_order():
+    # Order alone decides the label: an RNN must beat chance clearly.
+    X, y = _order_task(n=120)
+    clf = ExpressionRNN(hidden_size=16, max_epochs=40, random_state=0).fit(X, y)
+    X_test, y_test = _order_task(n=100, seed=1)
+    assert clf.score(X_test, y_test) >= 0.85
+
+
+def test_ragged_list_matches_each_sequence_alone(fitted):
+    clf, _, _ = fitted
+    rng = np.random.RandomState(1)
+    ragged = [rng.rand(n, 3) for n in (1, 9, 3, 12, 5, 2, 7)]
+    proba = clf.predict_proba(ragged)
+    # Each sequence alone, as an unpadded 3-D array: no padding, no batch-mates.
+    alone = np.vstack([clf.predict_proba(seq[None]) for seq in ragged])
+    np.testing.assert_allclose(proba, alone, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        clf.predict(ragged), clf.classes_[alone.argmax(axis=1)]
+    )
+    # Batch composition and order do not matter either.
+    order = rng.permutation(len(ragged))
+    np.testing.assert_allclose(
+        clf.predict_proba([ragged[i] for i in order]), proba[order], atol=1e-6
+    )
+    emb = clf.transform(ragged)
+    emb_alone = np.vstack([clf.transform(seq[None]) for seq in ragged])
+    np.testing.assert_allclose(emb, emb_alone, atol=1e-6)
+
+
+def test_small_batches_give_same_predictions(fitted):
+    clf, X, _ = fitted
+    rng = np.random.RandomState(2)
+    ragged = [rng.rand(n, 3) for n in (4, 11, 2, 8, 6)]
+    small_batches = pickle.loads(pickle.dumps(clf)).set_params(batch_size=2)
+    np.testing.assert_allclose(
+        small_batches.predict_proba(ragged), clf.predict_proba(ragged), atol=1e-6
+    )
+
+
+def test_equal_length_list_equals_3d_array(fitted):
+    clf, X, _ = fitted
+    as_list = list(X[:10])
+    np.testing.assert_allclose(
+        clf.predict_proba(as_list), clf.predict_proba(X[:10]), atol=1e-7
+    )
+    np.testing.assert_array_equal(clf.predict(as_list), clf.predict(X[:10]))
+
+
+def test_2d_input_is_one_frame_sequences():
+    rng = np.random.RandomState(0)
+    X = rng.rand(40, 4)
+    y = (X[:, 0] > 0.5).astype(int)
+    clf = _small().fit(X, y)
+    np.testing.assert_allclose(
+        clf.predict_proba(X), clf.predict_proba(X[:, None, :]), atol=1e-7
+    )
+
+
+def test_fit_on_ragged_list_equals_fit_on_array_when_lengths_agree():
+    X, y = _order_task(n=40)
+    a = _small().fit(X, y)
+    b = _small().fit(list(X), y)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-6)
+
+
+def test_string_and_integer_labels_round_trip():
+    X, y = _order_task(n=40)
+    labels = np.where(y == "rise", "smile-onset", "smile-offset")
+    clf = _small().fit(X, labels)
+    assert set(clf.predict(X)) <= set(labels)
+    np.testing.assert_array_equal(clf.classes_, ["smile-offset", "smile-onset"])
+    ints = np.where(y == "rise", 7, 3)
+    clf_int = _small().fit(X, ints)
+    np.testing.assert_array_equal(clf_int.classes_, [3, 7])
+    assert clf_int.predict(X).dtype == ints.dtype
+    # Same encoded targets: the integer and the string model are the same network.
+    np.testing.assert_allclose(
+        clf.predict_proba(X), clf_int.predict_proba(X), atol=1e-7
+    )
+
+
+def test_predict_proba_rows_sum_to_one_in_classes_order():
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 5, 3)
+    y = np.array(["c", "a", "b"])[np.argmax(X[:, -1], axis=1)]
+    clf = _small().fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (60, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert np.all(proba >= 0)
+    np.testing.assert_array_equal(clf.classes_, ["a", "b", "c"])
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+
+
+def test_pickle_keeps_predictions(fitted):
+    clf, X, _ = fitted
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(clone.transform(X), clf.transform(X))
+
+
+def test_same_random_state_same_model_and_global_rng_untouched():
+    X, y = _order_task(n=40)
+    state = torch.random.get_rng_state()
+    a = _small(dropout=0.3, num_layers=2).fit(X, y)
+    b = _small(dropout=0.3, num_layers=2).fit(X, y)
+    # Dropout, shuffling and initialisation all used private generators.
+    assert torch.equal(state, torch.random.get_rng_state())
+    for pa, pb in zip(a.net_.module_.parameters(), b.net_.module_.parameters()):
+        assert torch.equal(pa, pb)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = _small(dropout=0.3, num_layers=2, random_state=1).fit(X, y)
+    assert not np.allclose(a.predict_proba(X), c.predict_proba(X))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_cells_and_embedding_shape(cell, bidirectional):
+    X, y = _order_task(n=20)
+    clf = _small(cell=cell, bidirectional=bidirectional, num_layers=2, max_epochs=2)
+    emb = clf.fit(X, y).transform(X)
+    assert emb.shape == (20, 8 * (2 if bidirectional else 1))
+    assert emb.dtype == np.float64
+    assert clf.transform(X.astype(np.float32)).dtype == np.float32
+    names = clf.get_feature_names_out()
+    assert len(names) == emb.shape[1] and names[0] == "expressionrnn0"
+
+
+def test_class_weight_balanced_matches_sklearn():
+    X, y = _order_task(n=50)
+    y = np.where(np.arange(50) < 40, "common", "rare")
+    clf = _small(class_weight="balanced", max_epochs=1).fit(X, y)
+    expected = compute_class_weight("balanced", classes=np.unique(y), y=y)
+    np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
+    clf = _small(class_weight={"common": 1.0, "rare": 3.0}, max_epochs=1).fit(X, y)
+    np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), [1.0, 3.0])
+
+
+def test_balanced_class_weight_recovers_the_minority():
+    # A skewed problem with overlapping classes: unweighted training favours the
+    # majority; balanced weights must find more of the minority class.
+    rng = np.random.RandomState(0)
+    y = np.where(rng.rand(300) < 0.1, 1, 0)
+    X = rng.normal(size=(300, 3, 2)) + 0.8 * y[:, None, None]
+    plain = _small(max_epochs=20).fit(X, y)
+    balanced = _small(max_epochs=20, class_weight="balanced").fit(X, y)
+    recall_plain = (plain.predict(X)[y == 1] == 1).mean()
+    recall_balanced = (balanced.predict(X)[y == 1] == 1).mean()
+    assert recall_balanced > recall_plain
+
+
+def test_verbose_prints_per_epoch_table(capsys):
+    X, y = _order_task(n=20)
+    _small(max_epochs=2, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "train_acc" in out
+
+
+def test_history_and_early_stopping_with_validation_split():
+    X, y = _order_task(n=80)
+    user_cb = EarlyStopping(patience=2, threshold=10.0)
+    before = dict(vars(user_cb))
+    clf = _small(max_epochs=50, validation_fraction=0.25, callbacks=[user_cb])
+    clf.fit(X, y)
+    # A huge improvement threshold stops training after `patience` epochs.
+    assert clf.n_iter_ < 50
+    assert {"train_loss", "train_acc", "valid_loss", "valid_acc"} <= set(
+        clf.history_[-1]
+    )
+    assert vars(user_cb) == before  # the user's callback was copied, not used
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros(5), "2D array"),
+        (np.zeros((4, 3, 2, 2)), "feature vectors"),
+        ([np.zeros((3, 2)), np.zeros((4, 5))], "same shape"),
+        ([np.zeros((3, 2)), np.zeros((0, 2))], r"X\[1\] is an empty sequence"),
+        (np.zeros((4, 0, 2)), "0 frames"),
+        (np.full((4, 3, 2), np.nan), "NaN"),
+        ([np.zeros((3, 2)), np.array([[0.0, np.inf]])], "infinity"),
+        ([np.zeros((3, 2)), np.zeros(2)], "2D array"),
+    ],
+)
+def test_bad_input_is_a_clear_error(X, match):
+    n = len(X)
+    with pytest.raises(ValueError, match=match):
+        _small().fit(X, np.arange(n) % 2)
+
+
+def test_single_class_and_mismatched_features():
+    X, _ = _order_task(n=10)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        _small().fit(X, np.zeros(10))
+    clf = _small(max_epochs=1).fit(X, np.arange(10) % 2)
+    with pytest.raises(ValueError, match="4 features per frame.*expecting 3"):
+        clf.predict(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="y has 9 labels but X has 10 sequences"):
+        _small().fit(X, np.arange(9) % 2)
+
+
+def test_cuda_request_without_cuda_is_clear():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X, y = _order_task(n=10)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        _small(device="cuda").fit(X, y)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    X, y = _order_task(n=40)
+    cpu = _small().fit(X, y)
+    gpu = _small(device="cuda").fit(X, y)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-3)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    n_seq=st.integers(2, 6),
+    lengths=st.lists(st.integers(1, 5), min_size=6, max_size=6),
+    n_features=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_shapes_and_dtypes_property(n_seq, lengths, n_features, dtype):
+    rng = np.random.RandomState(0)
+    X = [rng.rand(lengths[i], n_features).astype(dtype) for i in range(n_seq)]
+    y = np.arange(n_seq) % 2
+    clf = ExpressionRNN(hidden_size=4, max_epochs=1, random_state=0).fit(X, y)
+    assert clf.predict(X).shape == (n_seq,)
+    assert clf.predict_proba(X).shape == (n_seq, 2)
+    emb = clf.transform(X)
+    assert emb.shape == (n_seq, 4) and emb.dtype == dtype
+    assert clf.n_features_in_ == n_features
