@@ -67,8 +67,8 @@ methods = {
     "scikit-learn NMF, mu": lambda it: NMF(
         n_components, init="nndsvda", solver="mu", max_iter=it, tol=0
     ),
-    "DeepNMF, solver=auto": lambda it: DeepNMF(
-        n_components, init="nndsvda", max_iter=it, tol=0
+    "DeepNMF, hals": lambda it: DeepNMF(
+        n_components, init="nndsvda", solver="hals", max_iter=it, tol=0
     ),
     "DeepNMF, mu": lambda it: DeepNMF(
         n_components, init="nndsvda", solver="mu", max_iter=it, tol=0
