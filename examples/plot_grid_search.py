@@ -109,9 +109,9 @@ ax.set_title("Unsupervised search by score")
 fig.tight_layout()
 
 # %%
-# A reconstruction score improves with the rank, so on its own it favours the
-# largest model, and the search above picks it. The curve is still useful: where
-# it flattens, extra components stop paying for themselves. Between settings that
-# keep the size of the model and the divergence it is measured with (``alpha_W``,
-# ``l1_ratio``, ``loss="layer"`` or ``"data"``), ``score`` is a fair judge.
+# A reconstruction score tends to improve with the rank, so on its own it favours
+# large models: read ``best`` above with that in mind, and look for the rank where
+# the curve flattens. Between settings that keep the size of the model and the
+# divergence it is measured with (``alpha_W``, ``l1_ratio``, ``loss="layer"`` or
+# ``"data"``), ``score`` is a fair judge.
 plt.show()
