@@ -92,14 +92,15 @@ def test_documented_file_format_decodes_a_real_file():
 
     assert data[:8] == b"\x89SKNMF\r\n"
     version, flags, hlen = struct.unpack_from("<BBH", data, 8)
-    assert (version, flags) == (1, 0)
+    assert version == 1 and flags in (0, 1)
     header = data[12 : 12 + hlen]
     h, w, channels, axis, colour, n_planes = struct.unpack_from("<IIBBBB", header, 0)
     assert (h, w, channels, axis, colour, n_planes) == (40, 57, 1, 0, 0, 1)
-    kind, sub, ph, pw, k, code_bytes, n_layers, step = struct.unpack_from(
+    kind, sub, ph, pw, k, bits, n_layers, step = struct.unpack_from(
         "<BBBBHBBf", header, 12
     )
-    assert (kind, sub, code_bytes in (1, 2)) == (0, 1, True)
+    assert (kind, sub) == (0, 1) and 2 <= bits <= 16
+    code_bytes = 1 if bits <= 8 else 2
     assert 24 + 2 * n_layers == hlen
     (plen,) = struct.unpack_from("<I", data, 12 + hlen)
     payload = data[16 + hlen : 16 + hlen + plen]
@@ -118,7 +119,9 @@ def test_documented_file_format_decodes_a_real_file():
     c = np.frombuffer(
         raw, "<u1" if code_bytes == 1 else "<u2", k * n, offset=k * (d + 4)
     )
-    patches = (step * c.reshape(k, n).T.astype(np.float64)) @ (sigma[:, None] * q)
+    assert c.max() < 2**bits
+    c = c.reshape(n, k) if flags & 1 else c.reshape(k, n).T  # patch by patch
+    patches = (step * c.astype(np.float64)) @ (sigma[:, None] * q)
     plane = patches.reshape(gh, gw, ph, pw).transpose(0, 2, 1, 3).reshape(gh * ph, -1)
     rebuilt = np.clip(np.rint(plane[:h, :w]), 0, 255).astype(np.int16)
 
