@@ -1,1 +1,17 @@
-"""sknmf.image."""
+"""Images: patches, the NMF image codec and image quality metrics."""
+
+from sknmf.image._codec import compress, decompress, load, read_header, save
+from sknmf.image._metrics import bits_per_pixel, psnr, ssim
+from sknmf.image._patches import ImagePatches
+
+__all__ = [
+    "ImagePatches",
+    "bits_per_pixel",
+    "compress",
+    "decompress",
+    "load",
+    "psnr",
+    "read_header",
+    "save",
+    "ssim",
+]

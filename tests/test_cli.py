@@ -1,0 +1,223 @@
+"""The ``sknmf`` command through a real subprocess, as a user runs it."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from sknmf.cli import main
+from sknmf.image import decompress, psnr, read_header
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sknmf(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "sknmf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def photo_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "flower.png"
+    image = load_sample_image("flower.jpg")[150:246, 200:328]
+    Image.fromarray(image).save(path)
+    return path, image
+
+
+def test_compress_info_decompress(photo_png, tmp_path):
+    src, image = photo_png
+    packed, out = tmp_path / "flower.sknmf", tmp_path / "flower_out.png"
+
+    res = sknmf("compress", src, packed, "--quality", "60")
+    assert res.returncode == 0, res.stderr
+    size = packed.stat().st_size
+    assert f"{size} bytes" in res.stdout
+    bpp = 8 * size / (image.shape[0] * image.shape[1])
+    assert f"{bpp:.3f} bpp" in res.stdout
+
+    res = sknmf("info", packed)
+    assert res.returncode == 0, res.stderr
+    assert "96x128x3" in res.stdout and f"{size} bytes" in res.stdout
+    assert "plane Y" in res.stdout and "plane Cb" in res.stdout
+
+    res = sknmf("decompress", packed, out)
+    assert res.returncode == 0, res.stderr
+    decoded = np.asarray(Image.open(out))
+    # The PNG written holds exactly what the library decodes from the file.
+    np.testing.assert_array_equal(decoded, decompress(packed.read_bytes()))
+    assert decoded.shape == image.shape
+    assert psnr(image, decoded) > 20
+
+
+def test_explicit_settings_and_deep_layers(photo_png, tmp_path, capsys):
+    src, _ = photo_png
+    packed = tmp_path / "deep.sknmf"
+    res = run_main(
+        capsys,
+        "compress",
+        src,
+        packed,
+        "-k",
+        "16,12,8",
+        "--chroma-components",
+        "4",
+        "--patch",
+        "4",
+        "--bits",
+        "7",
+        "--color",
+        "rgb",
+    )
+    assert res.returncode == 0, res.stderr
+    header = read_header(packed.read_bytes())
+    assert header["color"] == "rgb"
+    plane = header["planes"][0]
+    assert plane["layers"] == (16, 12, 8) and plane["patch_size"] == (4, 4)
+    res = run_main(capsys, "info", packed)
+    assert "layers 16,12,8" in res.stdout
+
+
+def run_main(capsys, *args):
+    """The same ``main`` in-process: exit code, stdout, stderr (options errors too)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own exit for bad options and --help
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_grayscale_and_alpha_images(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    res = run_main(capsys, "compress", tmp_path / "rgba.png", tmp_path / "a.sknmf")
+    assert res.returncode == 0, res.stderr
+    res = run_main(capsys, "decompress", tmp_path / "a.sknmf", tmp_path / "a.png")
+    assert res.returncode == 0, res.stderr
+    back = np.asarray(Image.open(tmp_path / "a.png"))
+    np.testing.assert_array_equal(back[..., 3], rgba[..., 3])
+
+    Image.fromarray(rgba[..., 0]).save(tmp_path / "gray.bmp")
+    res = run_main(capsys, "compress", tmp_path / "gray.bmp", tmp_path / "g.sknmf")
+    assert res.returncode == 0, res.stderr
+    res = run_main(capsys, "decompress", tmp_path / "g.sknmf", tmp_path / "g.tif")
+    assert res.returncode == 0, res.stderr
+    assert np.asarray(Image.open(tmp_path / "g.tif")).shape == (20, 30)
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "info", "demo"])
+def test_help(command, capsys):
+    res = run_main(capsys, command, "--help")
+    assert res.returncode == 0
+    assert "usage: sknmf " + command in res.stdout
+
+
+def _one_line_error(res, code, *fragments):
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines
+    return lines
+
+
+def test_exit_codes_through_the_console(tmp_path):
+    # The exit status reaches the shell: 1 for errors, 2 for bad options.
+    lines = _one_line_error(sknmf("info", tmp_path / "missing.sknmf"), 1, "no such")
+    assert lines == [f"sknmf info: error: {tmp_path / 'missing.sknmf'}: no such file"]
+    _one_line_error(sknmf("compress", "a.png", "b", "--quality", "0"), 2, "[1, 100]")
+
+
+@pytest.fixture
+def tiny_png(tmp_path):
+    path = tmp_path / "tiny.png"
+    image = load_sample_image("china.jpg")[200:232, 300:340]
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_error_paths(tiny_png, tmp_path, capsys):
+    src = tiny_png
+    missing = tmp_path / "missing.png"
+    run = lambda *a: run_main(capsys, *a)  # noqa: E731
+    _one_line_error(run("compress", missing, tmp_path / "x"), 1, "no such file")
+    _one_line_error(run("decompress", missing, tmp_path / "x.png"), 1, "no such file")
+    _one_line_error(run("info", missing), 1, "no such file")
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    _one_line_error(run("compress", text, tmp_path / "x"), 1, "cannot read image")
+
+    _one_line_error(run("decompress", src, tmp_path / "x.png"), 1, "magic")
+    _one_line_error(run("info", src), 1, "not an sknmf image")
+
+    packed = tmp_path / "ok.sknmf"
+    assert run("compress", src, packed, "-q", "10").returncode == 0
+    damaged = tmp_path / "damaged.sknmf"
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    _one_line_error(run("decompress", damaged, tmp_path / "x.png"), 1, "checksum")
+    _one_line_error(
+        run("decompress", packed, tmp_path / "x.unknownext"), 1, "cannot write"
+    )
+    _one_line_error(
+        run("compress", src, tmp_path / "no-such-dir" / "x.sknmf"), 1, "cannot write"
+    )
+
+    sixteen = tmp_path / "deep.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(sixteen)
+    _one_line_error(run("compress", sixteen, tmp_path / "x"), 1, "8-bit")
+    # Deep layers that increase: the library's ValueError, as one line.
+    _one_line_error(run("compress", src, tmp_path / "x", "-k", "8,16"), 1, "increase")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["compress", "a.png", "b", "--quality", "0"], "not in [1, 100]"),
+        (["compress", "a.png", "b", "--components", "x"], "comma-separated"),
+        (["compress", "a.png", "b", "--components", "0"], ">= 1"),
+        (["compress", "a.png", "b", "--bits", "40"], "not in [2, 16]"),
+        (["compress", "a.png", "b", "--color", "hsv"], "invalid choice"),
+        (["compress", "a.png"], "required"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_options_exit_2(args, fragment, capsys):
+    res = run_main(capsys, *args)
+    assert res.returncode == 2
+    assert fragment in res.stderr
+
+
+def test_demo_writes_figures(tmp_path, monkeypatch):
+    # The full demo runs the sample photos (checked by hand and in the docs);
+    # here the same code path runs on small crops in-process, with a small
+    # iteration budget: this checks the tables and figures, not the quality.
+    pytest.importorskip("matplotlib")
+    from sknmf.image import _codec, _demo
+
+    monkeypatch.setattr(_codec, "_FIT_ITER", 40)
+    monkeypatch.setattr(_demo, "FACTOR_ITER", 20)
+
+    messages = []
+    code = _demo.run(
+        str(tmp_path / "out"), log=messages.append, qualities=(20, 60), crop=(48, 64)
+    )
+    assert code == 0
+    for name in ("rate_distortion.png", "reconstructions.png", "components.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert any("JPEG" in m for m in messages)
