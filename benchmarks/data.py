@@ -156,8 +156,8 @@ def load(size: str = "full") -> list[Dataset]:
         return [photo_patches(), synthetic(), digits(), sparse_tfidf()]
     if size == "quick":
         return [
-            photo_patches(stride=8, n_components=16),
-            synthetic(4_000, 400, 20),
+            photo_patches(stride=16, n_components=8),
+            synthetic(2_000, 300, 10),
             digits(),
             sparse_tfidf(5_000, 2_000, 0.01, 10),
         ]

@@ -93,28 +93,36 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(func, repeat: int = 5, device: str = "cpu") -> float:
-    """Minimum wall time of ``func()`` over ``repeat`` calls, after one warm-up."""
+def best_time(
+    func, repeat: int = 3, device: str = "cpu", min_total: float = 0.2
+) -> float:
+    """Minimum wall time of ``func()`` after one warm-up: at least ``repeat``
+    calls, more for fast calls (up to ``min_total`` seconds or 200 calls), so a
+    short call is not judged on the few runs a busy machine happened to stall."""
     func()
     sync(device)
     best = float("inf")
-    for _ in range(repeat):
+    spent, calls = 0.0, 0
+    while calls < repeat or (spent < min_total and calls < 200):
         start = time.perf_counter()
         func()
         sync(device)
-        best = min(best, time.perf_counter() - start)
+        dt = time.perf_counter() - start
+        best = min(best, dt)
+        spent += dt
+        calls += 1
     return best
 
 
 def matmul_peak(size: int = 4096, device: str = "cpu") -> dict:
-    """GFLOP/s of a square matrix product, per library and dtype."""
+    """GFLOP/s of a square matrix product (best of 3), per library and dtype."""
     out = {}
     flops = 2.0 * size**3
     for name in ("float32", "float64"):
         dt = getattr(torch, name)
         a = torch.rand(size, size, dtype=dt, device=device)
         b = torch.rand(size, size, dtype=dt, device=device)
-        t = best_time(lambda a=a, b=b: a @ b, repeat=3, device=device)
+        t = best_time(lambda a=a, b=b: a @ b, repeat=3, device=device, min_total=0)
         out[f"torch-{name}" + ("" if device == "cpu" else f"-{device}")] = (
             flops / t / 1e9
         )
@@ -122,7 +130,7 @@ def matmul_peak(size: int = 4096, device: str = "cpu") -> dict:
         rng = np.random.default_rng(0)
         for name in ("float32", "float64"):
             a = rng.random((size, size)).astype(name)
-            t = best_time(lambda a=a: a @ a, repeat=3)
+            t = best_time(lambda a=a: a @ a, repeat=3, min_total=0)
             out[f"numpy-{name}"] = flops / t / 1e9
     return out
 

@@ -53,28 +53,33 @@ class TorchError:
 
     def __init__(self, X, device="cpu"):
         self.X = to_torch(X, torch.float64, device)
-        vals = self.X.values() if self.X.layout == torch.sparse_csr else self.X
+        vals = self.X.values if sp.issparse(X) else self.X
         self.sq_x = float(torch.linalg.vector_norm(vals)) ** 2
 
     def __call__(self, W, H) -> float:
+        from sknmf._torch.hals import _wt_x
+
         W = W.to(torch.float64)
         H = H.to(torch.float64)
-        cross = float(torch.vdot((W.T @ self.X).flatten(), H.flatten()))
+        cross = float(torch.vdot(_wt_x(self.X, W.T).flatten(), H.flatten()))
         gram = float(torch.vdot((W.T @ W).flatten(), (H @ H.T).flatten()))
         return math.sqrt(max(self.sq_x - 2.0 * cross + gram, 0.0))
 
 
 def to_torch(X, dtype, device="cpu"):
-    """A dense tensor (sharing memory when it can) or a sparse CSR tensor."""
+    """A dense tensor (sharing memory when it can) or, for sparse X, sknmf's
+    ``CSRMatrix`` (what DeepNMF uses: it keeps the transpose's structure, so
+    ``W.T @ X`` costs what ``X @ H.T`` costs)."""
     if sp.issparse(X):
+        from sknmf._torch.sparse import CSRMatrix
+
         X = sp.csr_matrix(X)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(X.indptr.astype(np.int64)),
-            torch.from_numpy(X.indices.astype(np.int64)),
-            torch.from_numpy(X.data.astype(_np_dtype(dtype), copy=False)),
-            size=X.shape,
-            device=device,
-            check_invariants=False,  # scipy built it; checking costs a pass
+        X.sort_indices()
+        return CSRMatrix(
+            torch.from_numpy(X.indptr.astype(np.int64)).to(device),
+            torch.from_numpy(X.indices.astype(np.int64)).to(device),
+            torch.from_numpy(X.data.astype(_np_dtype(dtype), copy=False)).to(device),
+            X.shape,
         )
     return torch.from_numpy(np.asarray(X, dtype=_np_dtype(dtype))).to(device)
 
@@ -460,7 +465,14 @@ class TorchMUProducts:
         Xt = to_torch(X, dtype, device)
         W = torch.from_numpy(W0).to(device)
         H = torch.from_numpy(H0).to(device)
-        return lambda: (Xt @ H.T, W.T @ Xt, W @ (H @ H.T), (W.T @ W) @ H)
+        from sknmf._torch.sparse import matmul, tmatmul
+
+        return lambda: (
+            matmul(Xt, H.T),
+            tmatmul(W, Xt),
+            W @ (H @ H.T),
+            (W.T @ W) @ H,
+        )
 
 
 def deepnmf_solvers() -> set:
@@ -559,61 +571,20 @@ def deep_epoch_cost(X, k, dtype=np.float32, n_iter=20, solver="auto"):
 # ---------------------------------------------------------------- registry
 
 
-def torchnmf_available() -> bool:
-    try:
-        import torchnmf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class TorchNMF(Method):
-    """torchnmf's ``NMF`` with its multiplicative updates (optional peer)."""
-
-    name = "torchnmf"
-    family = "torchnmf"
-    dtype = np.float32
-
-    @classmethod
-    def available(cls):
-        return torchnmf_available()
-
-    def fit(self, X, k, n_iter):
-        from torchnmf.nmf import NMF as TNMF
-
-        W0, H0 = _nndsvda(X, k)
-        Xt = to_torch(X, torch.float32)
-        if Xt.layout != torch.strided:
-            Xt = Xt.to_dense()
-        model = TNMF(W=torch.from_numpy(H0.T.copy()), H=torch.from_numpy(W0.copy()))
-        # torchnmf factorises V ~ H W^T with V (n_samples, n_features).
-        model.fit(Xt, max_iter=n_iter, tol=0.0, beta=2)
-        return model.H.detach().numpy(), model.W.detach().numpy().T
-
-    def products(self, X, k):
-        return RawHALS(np.float32).products(X, k)
-
-
 def all_methods(device="cpu", quick=False) -> list[Method]:
-    methods = [
-        SklearnCD(),
-        RawHALS(np.float32),
-        RawHALS(np.float64),
-        SklearnMU(),
-        SklearnMiniBatch(),
-    ]
+    """Every method; ``quick`` keeps one dtype per solver (float32)."""
+    methods = [SklearnCD(), RawHALS(np.float32)]
+    if not quick:
+        methods.append(RawHALS(np.float64))
+    methods += [SklearnMU(), SklearnMiniBatch()]
     solvers = deepnmf_solvers()
     for solver in ("auto", "hals", "mu", "adam"):
-        if solver not in solvers:
+        if solver not in solvers or (quick and solver in ("hals", "adam")):
             continue
-        dtypes = (
-            (np.float32,) if solver in ("auto", "adam") else (np.float32, np.float64)
-        )
-        if quick and solver == "adam":
-            continue
+        dtypes = (np.float32,)
+        if solver in ("hals", "mu") and not quick:
+            dtypes = (np.float32, np.float64)
         methods += [DeepNMFMethod(solver, dt) for dt in dtypes]
-    if TorchNMF.available():
-        methods.append(TorchNMF())
     if device.startswith("cuda"):
         methods.append(RawHALS(np.float32, device))
         if "auto" in solvers:

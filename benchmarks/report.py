@@ -57,9 +57,13 @@ def format_table(report) -> str:
             f"k={ds['n_components']}; sklearn cd converged to {ref['error']:.6g} in "
             f"{ref['n_iter']} iterations ({ref['time']:.2f} s); target "
             f"{ref['target']:.6g}",
-            header,
-            "-" * len(header),
         ]
+        if ds.get("matmul_peak_local"):
+            lines.append(
+                "matmul peak beside this data set's product timings (GFLOP/s): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in ds["matmul_peak_local"].items())
+            )
+        lines += [header, "-" * len(header)]
         for name, e in ds["methods"].items():
             if "failed" in e:
                 lines.append(f"{name:<24} FAILED: {e['failed'][:90]}")

@@ -162,6 +162,15 @@ class FactorizationNet(NeuralNet):
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
         return y_pred
 
+    def _sq_norm(self, X) -> float:
+        """``||X||^2`` of the full-batch data, computed once per fit."""
+        cached = getattr(self, "_sq_norm_cache", None)
+        if cached is None or cached[0] is not X:
+            vals = X.values if isinstance(X, CSRMatrix) else X
+            value = float(torch.linalg.vector_norm(vals, dtype=torch.float64)) ** 2
+            self._sq_norm_cache = (X, value)
+        return self._sq_norm_cache[1]
+
     def _batch_reg(self, n_batch):
         if self.reg is None or n_batch == self.n_total:
             return self.reg
@@ -183,7 +192,9 @@ class FactorizationNet(NeuralNet):
         with torch.no_grad():
             if self.solver == "hals":
                 W, H = Ws[0].clone(), Hs[0].clone()
-                hals_step(
+                # The step's own products give the error almost for free; the
+                # generic objective (X - W H) cost as much as the step itself.
+                hals_loss = hals_step(
                     Xb,
                     W,
                     H,
@@ -192,6 +203,8 @@ class FactorizationNet(NeuralNet):
                     l1_reg_H=reg.l1_H if reg else 0.0,
                     l2_reg_H=reg.l2_H if reg else 0.0,
                     update_H=self.update_H,
+                    compute_loss=True,
+                    sq_norm_X=self._sq_norm(Xb) if idx is None else None,
                 )
                 Ws, Hs = [W], [H]
             else:
@@ -216,9 +229,15 @@ class FactorizationNet(NeuralNet):
         if self.solver == "adam" and self.update_H:
             self._adam_step(Xb, idx)
         with torch.no_grad():
-            total, terms = objective(
-                Xb, m.codes(idx), list(m.H), m.beta, m.loss, m.weights, reg
-            )
+            if self.solver == "hals":
+                terms = [torch.as_tensor(hals_loss, dtype=Hs[0].dtype)]
+                total = terms[0]
+                if reg is not None:
+                    total = total + reg.penalty(m.codes(idx), list(m.H))
+            else:
+                total, terms = objective(
+                    Xb, m.codes(idx), list(m.H), m.beta, m.loss, m.weights, reg
+                )
             weighted = sum(w * t for w, t in zip(m.weights, terms))
         self.history.record_batch("error", math.sqrt(2.0 * max(float(weighted), 0.0)))
         return {"loss": total, "y_pred": total}
@@ -247,7 +266,11 @@ class FactorizationNet(NeuralNet):
         # Factor tensors are set up by the estimator; never re-create the module.
         if not self.initialized_:
             self.initialize()
-        self.partial_fit(X, y, **fit_params)
+        try:
+            self.partial_fit(X, y, **fit_params)
+        finally:
+            # The cache holds the data: never keep (or pickle) it past the fit.
+            self.__dict__.pop("_sq_norm_cache", None)
         return self
 
 
