@@ -174,13 +174,15 @@ def _blackbox_trace(method, X, k, max_iter, max_seconds, target):
             break
         previous = err
         lo = n
-        if spent > max_seconds:
+        # Judge the method by one run, not by the sum of the refits: a fit
+        # that alone outlasts the budget without reaching the target loses.
+        if t > max_seconds or spent > 4 * max_seconds:
             trace.stopped = "time"
             break
         n = max(n + 1, int(round(n * 1.5)))
     if hi is not None:
         # Bisect to within ~5% so the timed runs do not overpay for coarse steps.
-        while hi - lo > max(1, hi // 20) and spent <= 2 * max_seconds:
+        while hi - lo > max(1, hi // 20) and spent <= 6 * max_seconds:
             mid = (lo + hi) // 2
             if run(mid)[1] <= target:
                 hi = mid

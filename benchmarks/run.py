@@ -71,6 +71,11 @@ def parse_args(argv=None):
         "default 2, 1.5 with --quick",
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        help="re-render the table and figure of a saved results.json; run nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -241,6 +246,14 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_traces(report["datasets"], out / "error_vs_time.png")
+        print(format_table(report))
+        print(targets_summary(report))
+        return report
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = SIZES[size]
     if args.reps is None:

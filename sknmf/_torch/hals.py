@@ -43,7 +43,7 @@ from torch import Tensor
 
 from .sparse import CSRMatrix
 
-__all__ = ["frobenius_objective", "hals_solve_W", "hals_step"]
+__all__ = ["frobenius_objective", "hals_solve_W", "hals_step", "squared_norm"]
 
 # At most 1 + _ALPHA * rho inner sweeps per block, stopping once a sweep moves the
 # factor by at most _DELTA times what the first sweep moved it. Gillis & Glineur
@@ -80,13 +80,45 @@ def _nnz(X) -> int:
     return X.numel()
 
 
-def _sq_norm(X) -> float:
-    """``||X||_F^2`` without a dense temporary the size of X."""
+def squared_norm(X) -> float:
+    """``||X||_F^2`` accumulated in float64, without a float64 copy of X.
+
+    ``torch.linalg.vector_norm(X, dtype=torch.float64)`` would first cast all of
+    a float32 X (twice its size in memory); this casts a block of rows at a time.
+
+    Parameters
+    ----------
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
+        Dense, ``torch.sparse_csr`` or :class:`~sknmf._torch.sparse.CSRMatrix`.
+
+    Returns
+    -------
+    value : float
+        The sum of the squared entries.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.hals import squared_norm
+    >>> squared_norm(torch.tensor([[3.0, 4.0]]))
+    25.0
+    """
     if isinstance(X, CSRMatrix):
         vals = X.values
     else:
         vals = X.values() if _is_sparse(X) else X
-    return float(torch.linalg.vector_norm(vals, dtype=torch.float64)) ** 2
+    vals = vals.reshape(-1) if vals.is_contiguous() else vals.flatten()
+    if vals.dtype == torch.float64:
+        return float(torch.linalg.vector_norm(vals)) ** 2
+    step = 1 << 20
+    total = 0.0
+    for start in range(0, vals.numel(), step):
+        chunk = vals[start : start + step]
+        total += float(torch.linalg.vector_norm(chunk, dtype=torch.float64)) ** 2
+    return total
+
+
+_sq_norm = squared_norm
 
 
 def _x_ht(X, H: Tensor) -> Tensor:
@@ -372,9 +404,12 @@ def hals_solve_W(
 
     Solves ``min_{W >= 0} 0.5 ||X - W H||^2 + l1_reg_W ||W||_1 +
     0.5 l2_reg_W ||W||^2`` by HALS sweeps from the given start. ``X @ H.T`` and
-    ``H @ H.T`` are computed once; each iteration is one sweep over the
-    components. It stops when an iteration lowers the objective by less than
-    ``tol`` times its previous value, or after ``max_iter`` iterations.
+    ``H @ H.T`` are computed once. An iteration is what the W block of
+    :func:`hals_step` does with them (several sweeps over the components, as
+    many as one product's cost buys, fewer once they stop moving W), so
+    ``max_iter`` means about what it means for the fit. It stops when an
+    iteration lowers the objective by less than ``tol`` times its previous
+    value, or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -385,7 +420,7 @@ def hals_solve_W(
     W : Tensor of shape (n_samples, k)
         Start (deterministic, chosen by the caller); updated in place.
     max_iter : int, default=200
-        Maximum number of sweeps.
+        Maximum number of iterations.
     tol : float, default=1e-4
         Relative decrease of the objective below which the solver stops.
     l1_reg_W, l2_reg_W : float, default=0.0
@@ -396,7 +431,7 @@ def hals_solve_W(
     W : Tensor of shape (n_samples, k)
         The codes (the tensor passed in, updated in place).
     n_iter : int
-        Number of sweeps done.
+        Number of iterations done.
 
     Examples
     --------
@@ -428,10 +463,11 @@ def hals_solve_W(
         return half_sq_norm_x + float(0.5 * quad - lin)
 
     f_prev = objective()
+    n_inner = _n_inner(_nnz(X), X.shape[0], X.shape[1], H.shape[0], _is_sparse(X))
     n_iter = 0
     while n_iter < max_iter:
         n_iter += 1
-        _sweeps(Wt, Gs, Rs, 1)
+        _sweeps(Wt, Gs, Rs, n_inner)
         f = objective()
         if f_prev - f <= tol * abs(f_prev):
             break

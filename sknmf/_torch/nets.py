@@ -14,7 +14,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 
 from .divergence import EPSILON
-from .hals import hals_step
+from .hals import hals_step, squared_norm
 from .sparse import CSRMatrix
 from .updates import (
     Regularization,
@@ -166,9 +166,7 @@ class FactorizationNet(NeuralNet):
         """``||X||^2`` of the full-batch data, computed once per fit."""
         cached = getattr(self, "_sq_norm_cache", None)
         if cached is None or cached[0] is not X:
-            vals = X.values if isinstance(X, CSRMatrix) else X
-            value = float(torch.linalg.vector_norm(vals, dtype=torch.float64)) ** 2
-            self._sq_norm_cache = (X, value)
+            self._sq_norm_cache = (X, squared_norm(X))
         return self._sq_norm_cache[1]
 
     def _batch_reg(self, n_batch):

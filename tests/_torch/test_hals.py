@@ -8,7 +8,12 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
-from sknmf._torch.hals import frobenius_objective, hals_solve_W, hals_step
+from sknmf._torch.hals import (
+    frobenius_objective,
+    hals_solve_W,
+    hals_step,
+    squared_norm,
+)
 from sknmf._torch.sparse import CSRMatrix
 
 F64 = torch.float64
@@ -282,3 +287,13 @@ def test_returned_loss_is_the_half_squared_error(update_H, kind):
         )
         rel = 1e-5 if kind == "float32" else 1e-10
         assert loss == pytest.approx(expected, rel=rel)
+
+
+def test_squared_norm_in_float64_by_chunks():
+    rng = np.random.default_rng(0)
+    X = rng.random((1500, 1000)).astype(np.float32)  # more than one chunk
+    expected = float(np.sum(X.astype(np.float64) ** 2))
+    assert squared_norm(torch.from_numpy(X)) == pytest.approx(expected, rel=1e-12)
+    assert squared_norm(torch.from_numpy(X).T) == pytest.approx(expected, rel=1e-12)
+    Xs = CSRMatrix.from_dense(torch.from_numpy(X[:50]))
+    assert squared_norm(Xs) == pytest.approx(float(np.sum(X[:50].astype(float) ** 2)))
