@@ -1,7 +1,7 @@
 """
-=====================================================================
+======================================================================
 Facial expressions over time: Deep NMF frame codes and a recurrent net
-=====================================================================
+======================================================================
 
 Each video frame of a face is encoded by (deep) nonnegative matrix factorisation,
 and a recurrent network (:class:`~sknmf.ExpressionRNN`) reads the sequence of codes

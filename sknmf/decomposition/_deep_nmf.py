@@ -444,13 +444,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             ``WL``, in the dtype of ``X``.
         """
         check_is_fitted(self)
+        X, _, W = self._encode(X)
+        return W.cpu().numpy().astype(X.dtype, copy=False)
+
+    def _encode(self, X):
+        """Validated ``X``, its tensor, and its deepest codes."""
         X = self._validate_input(X, reset=False)
-        beta = self._beta
-        self._check_zeros(X, beta)
-        device = check_device(self.device)
-        Xt = _to_tensor(X, device)
-        Ws = self._solve_codes(Xt, beta)
-        return Ws[-1].cpu().numpy().astype(X.dtype, copy=False)
+        self._check_zeros(X, self._beta)
+        Xt = _to_tensor(X, check_device(self.device))
+        return X, Xt, self._solve_codes(Xt, self._beta)[-1]
 
     def _solve_codes(self, Xt, beta, max_iter=None):
         max_iter = self.max_iter if max_iter is None else max_iter
@@ -541,10 +543,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         score : float
         """
         check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
-        self._check_zeros(X, self._beta)
-        Xt = _to_tensor(X, check_device(self.device))
-        W = self._solve_codes(Xt, self._beta)[-1]
+        X, Xt, W = self._encode(X)
         comp = torch.as_tensor(self.components_, device=W.device).to(W.dtype)
         loss = beta_divergence(Xt, W, comp, self._beta)
         return -float(loss) / X.shape[0]
