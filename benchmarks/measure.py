@@ -221,9 +221,24 @@ def memory_child(spec: dict) -> dict:
     return out
 
 
-def measure_memory(method_name: str, matrix_path: str, n_components: int, n_iter: int):
+def measure_memory(
+    method_name: str,
+    matrix_path: str,
+    n_components: int,
+    n_iter: int,
+    live: bool = False,
+):
     """Peak memory of one fit, measured in a fresh interpreter so nothing that
-    earlier runs left in the allocator hides or inflates it."""
+    earlier runs left in the allocator hides or inflates it.
+
+    With ``live``, glibc's malloc runs with a fixed mmap threshold
+    (``MALLOC_MMAP_THRESHOLD_=65536``): every block of 64 KiB or more is then
+    mapped on allocation and unmapped on free, so the resident peak is the
+    peak of the memory actually in use. By default glibc raises that threshold
+    after the first large free and serves later large blocks from its heaps,
+    which it keeps: the default peak also counts memory freed but held by the
+    allocator (its size depends on the order of allocations and threads).
+    """
     spec = {
         "method": method_name,
         "path": matrix_path,
@@ -236,6 +251,8 @@ def measure_memory(method_name: str, matrix_path: str, n_components: int, n_iter
         "print('@@' + json.dumps(memory_child(json.loads(sys.argv[1]))))"
     )
     env = dict(os.environ)
+    if live:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     )

@@ -264,16 +264,18 @@ def _rows_of(W: Tensor) -> tuple[Tensor, bool]:
     return Wt.contiguous(), True
 
 
-def _check(X: Tensor, W: Tensor, H: Tensor) -> None:
-    if W.dtype != X.dtype or H.dtype != X.dtype:
+def _check(X: Tensor, W: Tensor | None, H: Tensor) -> None:
+    if (W is not None and W.dtype != X.dtype) or H.dtype != X.dtype:
         raise TypeError(
-            f"X, W and H must share one dtype; got {X.dtype}, {W.dtype}, {H.dtype}."
+            f"X, W and H must share one dtype; got {X.dtype}, "
+            f"{None if W is None else W.dtype}, {H.dtype}."
         )
     n, p = X.shape
     k = H.shape[0]
-    if W.shape != (n, k) or H.shape != (k, p):
+    if (W is not None and W.shape != (n, k)) or H.shape != (k, p):
         raise ValueError(
-            f"shapes do not match: X {tuple(X.shape)}, W {tuple(W.shape)}, "
+            f"shapes do not match: X {tuple(X.shape)}, "
+            f"W {None if W is None else tuple(W.shape)}, "
             f"H {tuple(H.shape)}; expected W (n_samples, k) and H (k, n_features)."
         )
 
@@ -393,7 +395,7 @@ def _half_sq_error(X, sq_norm_X, cross: float, WtW: Tensor, HHt: Tensor) -> floa
 def hals_solve_W(
     X: Tensor,
     H: Tensor,
-    W: Tensor,
+    W: Tensor | None,
     *,
     max_iter: int = 200,
     tol: float = 1e-4,
@@ -417,8 +419,11 @@ def hals_solve_W(
         Nonnegative data, dense, ``torch.sparse_csr`` or ``CSRMatrix``.
     H : Tensor of shape (k, n_features)
         Fixed nonnegative components.
-    W : Tensor of shape (n_samples, k)
-        Start (deterministic, chosen by the caller); updated in place.
+    W : Tensor of shape (n_samples, k) or None
+        Start, updated in place. None starts from the least-squares codes
+        ``(X H^T - l1) (H H^T + l2 I)^+`` clipped at zero: deterministic, and
+        usually half the sweeps of a constant start, for one ``k x k``
+        eigendecomposition.
     max_iter : int, default=200
         Maximum number of iterations.
     tol : float, default=1e-4
@@ -429,7 +434,7 @@ def hals_solve_W(
     Returns
     -------
     W : Tensor of shape (n_samples, k)
-        The codes (the tensor passed in, updated in place).
+        The codes (the tensor passed in, updated in place, or a new one).
     n_iter : int
         Number of iterations done.
 
@@ -445,11 +450,13 @@ def hals_solve_W(
     """
     _check(X, W, H)
     H_rows = H if H.is_contiguous() else H.contiguous()
-    Wt, copied = _rows_of(W)
     G = H_rows @ H_rows.T
     R = _x_ht(X, H_rows).T.contiguous()
     if l1_reg_W:
         R.sub_(l1_reg_W)
+    if W is None:
+        W = _least_squares_start(G, R, l2_reg_W)
+    Wt, copied = _rows_of(W)
     Gs, Rs = _scaled_system(G, R, 0.0, l2_reg_W)
     G2 = G.clone()
     G2.diagonal().add_(l2_reg_W)
@@ -475,6 +482,22 @@ def hals_solve_W(
     if copied:
         W.copy_(Wt.T)
     return W, n_iter
+
+
+def _least_squares_start(G: Tensor, R: Tensor, l2: float) -> Tensor:
+    """``max(0, (G + l2 I)^+ R)`` as a column-major ``(n_samples, k)`` tensor.
+
+    ``R`` is ``H X^T - l1`` (k x n); the pseudo-inverse drops eigenvalues below
+    ``k * eps`` of the largest, so collinear or empty components get codes of
+    zero weight rather than huge ones of opposite signs.
+    """
+    k = G.shape[0]
+    G64 = G.to(torch.float64) + l2 * torch.eye(k, dtype=torch.float64, device=G.device)
+    evals, evecs = torch.linalg.eigh(G64)
+    cutoff = evals.max().clamp_min(0.0) * k * torch.finfo(G.dtype).eps
+    inv = torch.where(evals > cutoff, 1.0 / evals.clamp_min(1e-300), 0.0)
+    pinv = ((evecs * inv) @ evecs.T).to(R.dtype)
+    return (pinv @ R).clamp_min_(0.0).T
 
 
 def frobenius_objective(

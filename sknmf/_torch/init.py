@@ -32,8 +32,9 @@ def _randn(shape, X, generator) -> torch.Tensor:
 def truncated_svd(X, k: int, generator: torch.Generator, n_oversamples: int = 10):
     """Leading ``k`` singular triplets of ``X`` (dense tensor or CSRMatrix).
 
-    Exact for small dense problems, otherwise the randomized range finder of
-    Halko, Martinsson & Tropp (2011) with QR-normalised power iterations.
+    Exact (through the Gram matrix of the short side) when that side has at
+    most 512 entries, otherwise the randomized range finder of Halko,
+    Martinsson & Tropp (2011) with QR-normalised power iterations.
 
     Returns
     -------
@@ -50,11 +51,9 @@ def truncated_svd(X, k: int, generator: torch.Generator, n_oversamples: int = 10
     """
     n, m = X.shape
     dense = not isinstance(X, CSRMatrix)
-    if min(n, m) <= 512 and (dense or n * m <= 2**24):
-        # Exact and cheap here; sparse and dense inputs then start identically.
-        Xd = X if dense else X.to_dense()
-        U, S, Vt = torch.linalg.svd(Xd, full_matrices=False)
-        return U[:, :k], S[:k], Vt[:k]
+    if min(n, m) <= 512 and (dense or n * m <= 2**22):
+        # Exact and cheap here; small sparse inputs start as dense ones do.
+        return _gram_svd(X if dense else X.to_dense(), k)
     n_random = min(k + n_oversamples, min(n, m))
     n_iter = 7 if k < 0.1 * min(n, m) else 4
     Q = matmul(X, _randn((m, n_random), X.values if not dense else X, generator))
@@ -66,6 +65,27 @@ def truncated_svd(X, k: int, generator: torch.Generator, n_oversamples: int = 10
     Ub, S, Vt = torch.linalg.svd(B, full_matrices=False)
     U = Q @ Ub
     return U[:, :k], S[:k], Vt[:k]
+
+
+def _gram_svd(X: torch.Tensor, k: int):
+    """Leading singular triplets from the eigenvectors of the short side's Gram
+    matrix: memory of ``(n + m) k`` beyond X, where a LAPACK SVD of a tall X
+    copies X and returns a factor as large as it. Singular values below about
+    ``sqrt(eps)`` of the largest lose relative accuracy, which an
+    initialisation does not feel."""
+    n, m = X.shape
+    tall = m <= n
+    G = X.T @ X if tall else X @ X.T
+    evals, evecs = torch.linalg.eigh(G.to(torch.float64))
+    evals, evecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+    S = evals.clamp_min(0.0).sqrt()
+    cutoff = S[0] * max(n, m) * torch.finfo(X.dtype).eps
+    inv = torch.where(S > cutoff, 1.0 / S.clamp_min(1e-300), 0.0).to(X.dtype)
+    V = evecs.to(X.dtype)
+    S = S.to(X.dtype)
+    if tall:
+        return (X @ V) * inv, S, V.T
+    return V, S, (V.T @ X) * inv[:, None]
 
 
 def _xt(X, Q):
@@ -131,20 +151,22 @@ def initialize_nmf(
     # The leading singular pair of a nonnegative matrix is nonnegative up to sign.
     W[:, 0] = torch.sqrt(S[0]) * U[:, 0].abs()
     H[0] = torch.sqrt(S[0]) * Vt[0].abs()
-    if n_components > 1:
-        x, y = U[:, 1:], Vt[1:].T  # columns j = 1..k-1
+    # Column by column, as scikit-learn does: whole-matrix versions of these
+    # steps hold about eight n x k temporaries at once.
+    for j in range(1, n_components):
+        x, y = U[:, j], Vt[j]
         x_p, y_p = x.clamp_min(0), y.clamp_min(0)
-        x_n, y_n = (-x).clamp_min(0), (-y).clamp_min(0)
-        x_p_nrm, y_p_nrm = x_p.norm(dim=0), y_p.norm(dim=0)
-        x_n_nrm, y_n_nrm = x_n.norm(dim=0), y_n.norm(dim=0)
+        x_n, y_n = (-x).clamp_min_(0), (-y).clamp_min_(0)
+        x_p_nrm, y_p_nrm = x_p.norm(), y_p.norm()
+        x_n_nrm, y_n_nrm = x_n.norm(), y_n.norm()
         m_p, m_n = x_p_nrm * y_p_nrm, x_n_nrm * y_n_nrm
-        use_p = m_p > m_n
-        u = torch.where(use_p, x_p / x_p_nrm, x_n / x_n_nrm)
-        v = torch.where(use_p, y_p / y_p_nrm, y_n / y_n_nrm)
-        sigma = torch.where(use_p, m_p, m_n)
-        lbd = torch.sqrt(S[1:] * sigma)
-        W[:, 1:] = torch.nan_to_num(lbd * u)
-        H[1:] = torch.nan_to_num((lbd * v).T)
+        if m_p > m_n:
+            u, v, sigma = x_p.div_(x_p_nrm), y_p.div_(y_p_nrm), m_p
+        else:
+            u, v, sigma = x_n.div_(x_n_nrm), y_n.div_(y_n_nrm), m_n
+        lbd = torch.sqrt(S[j] * sigma)
+        W[:, j] = torch.nan_to_num(u.mul_(lbd))
+        H[j] = torch.nan_to_num(v.mul_(lbd))
     W[W < eps] = 0
     H[H < eps] = 0
     if init == "nndsvda":

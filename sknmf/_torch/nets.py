@@ -206,6 +206,7 @@ class FactorizationNet(NeuralNet):
                 )
                 Ws, Hs = [W], [H]
             else:
+                products = {}
                 mu_epoch(
                     Xb,
                     Ws,
@@ -215,6 +216,7 @@ class FactorizationNet(NeuralNet):
                     weights=m.weights,
                     reg=reg,
                     update_H=self.update_H and self.solver == "mu",
+                    products=products,
                 )
             for l, W in enumerate(Ws):
                 if idx is None:
@@ -233,8 +235,18 @@ class FactorizationNet(NeuralNet):
                 if reg is not None:
                     total = total + reg.penalty(m.codes(idx), list(m.H))
             else:
+                # Frobenius, layer-centric: the loss on X in Gram form, from the
+                # H1 update's own W1.T @ X (see layer_terms).
                 total, terms = objective(
-                    Xb, m.codes(idx), list(m.H), m.beta, m.loss, m.weights, reg
+                    Xb,
+                    m.codes(idx),
+                    list(m.H),
+                    m.beta,
+                    m.loss,
+                    m.weights,
+                    reg,
+                    sq_norm_X=self._sq_norm(Xb) if m.beta == 2.0 else None,
+                    WtX=products.get("WtX"),
                 )
             weighted = sum(w * t for w, t in zip(m.weights, terms))
         self.history.record_batch("error", math.sqrt(2.0 * max(float(weighted), 0.0)))

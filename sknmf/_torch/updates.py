@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .divergence import EPSILON, beta_divergence
+from .divergence import EPSILON, beta_divergence, frobenius_gram
 from .sparse import CSRMatrix, matmul, tmatmul
 
 _EPS64 = float(torch.finfo(torch.float64).eps)
@@ -319,21 +319,44 @@ def chain(Hs: Sequence[torch.Tensor], start: int, stop: int):
     return out
 
 
-def layer_terms(X, Ws, Hs, beta: float, loss: str):
-    """Each layer's divergence ``D_l`` (a list of 0-d tensors)."""
+def layer_terms(X, Ws, Hs, beta: float, loss: str, sq_norm_X=None, WtX=None):
+    """Each layer's divergence ``D_l`` (a list of 0-d tensors).
+
+    With ``sq_norm_X`` (``||X||^2``) given, a Frobenius layer-centric model takes
+    its first term, the one on X, in Gram form (:func:`frobenius_gram`, with
+    ``W1.T @ X`` when given): a stopping test's precision for a fraction of the
+    cost, and no n x m temporary.
+    """
     terms = []
     for l in range(len(Ws)):
         if loss == "layer":
             target = X if l == 0 else Ws[l - 1]
-            terms.append(beta_divergence(target, Ws[l], Hs[l], beta))
+            if l == 0 and beta == 2.0 and sq_norm_X is not None:
+                terms.append(frobenius_gram(X, Ws[0], Hs[0], sq_norm_X, WtX))
+            else:
+                terms.append(beta_divergence(target, Ws[l], Hs[l], beta))
         else:
             terms.append(beta_divergence(X, Ws[l], chain(Hs, 0, l + 1), beta))
     return terms
 
 
-def objective(X, Ws, Hs, beta, loss, weights, reg: Regularization | None = None):
-    """The fitted objective ``Σ λ_l D_l`` (+ penalties); returns (total, terms)."""
-    terms = layer_terms(X, Ws, Hs, beta, loss)
+def objective(
+    X,
+    Ws,
+    Hs,
+    beta,
+    loss,
+    weights,
+    reg: Regularization | None = None,
+    sq_norm_X=None,
+    WtX=None,
+):
+    """The fitted objective ``Σ λ_l D_l`` (+ penalties); returns (total, terms).
+
+    ``sq_norm_X`` and ``WtX`` as in :func:`layer_terms`.
+    """
+    terms = layer_terms(X, Ws, Hs, beta, loss, sq_norm_X, WtX)
+    terms = [t.to(Ws[0].dtype) for t in terms]
     total = sum(w * t for w, t in zip(weights, terms))
     if reg is not None:
         total = total + reg.penalty(Ws, Hs)
@@ -351,11 +374,15 @@ def mu_epoch(
     reg: Regularization | None = None,
     update_H: bool = True,
     caches: list | None = None,
+    products: dict | None = None,
 ) -> None:
     """One sweep of multiplicative updates over all blocks, in place on the lists.
 
     For one layer this is exactly one iteration of scikit-learn's ``mu`` solver
-    (``W`` then ``H``). Deep models update ``W1, H1, W2, H2, …`` in turn.
+    (``W`` then ``H``). Deep models update ``W1, H1, W2, H2, …`` in turn. When
+    ``products`` is a dict and the model is Frobenius and layer-centric, it
+    receives ``"WtX"``: ``W1.T @ X`` for the final ``W1``, from the update of
+    ``H1``, so the caller can evaluate the loss on X in Gram form for free.
     """
     L = len(Ws)
     _, _, gamma = mm_exponents(beta)
@@ -389,6 +416,8 @@ def mu_epoch(
         if loss == "layer":
             target = X if l == 0 else Ws[l - 1]
             num, den = mu_num_den(target, Ws[l], Hs[l], None, beta)
+            if l == 0 and beta == 2.0 and products is not None:
+                products["WtX"] = num
             if lam != 1.0:
                 num, den = lam * num, lam * den
         else:

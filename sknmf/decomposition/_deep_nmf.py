@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._torch.divergence import beta_divergence, beta_loss_to_float
-from .._torch.hals import hals_solve_W
+from .._torch.hals import hals_solve_W, squared_norm
 from .._torch.init import constant_codes, initialize_nmf
 from .._torch.modules import DeepFactorChain
 from .._torch.nets import (
@@ -349,10 +349,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         self.n_iter_ = len(net.history) if (L == 1 and pre_iter > 0) else 0
         self.net_ = net if (L == 1 and pre_iter > 0) else None
-        weights = self._weights(Xt, Ws, Hs, beta)
-        with torch.no_grad():
-            _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * L)
-        self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
+        if L > 1:
+            with torch.no_grad():
+                _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * L)
+            self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
+            weights = self._weights(terms)
+        else:
+            weights = [1.0] if self.layer_weights is None else self._weights(None)
         if L > 1:
             # HALS solves one layer; the coupled deep objective uses MM updates.
             joint = "mu" if solver == "hals" else solver
@@ -372,15 +375,31 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.layer_weights_ = np.asarray(weights, dtype=np.float64)
         self._solver = solver
         self._store(Xt, Ws, Hs, beta, X.dtype)
-        self._fit_codes_ = self.transform(X)
+        if L == 1:
+            # The one layer's pretraining is its whole fit.
+            self.pretrain_layer_errors_ = list(self.layer_errors_)
+        # transform(X), on the tensor already built (and X already validated).
+        if isinstance(Xt, CSRMatrix):
+            Xt = Xt.without_transpose()
+        codes = self._solve_codes(Xt, beta)[-1]
+        self._fit_codes_ = codes.cpu().numpy().astype(X.dtype, copy=False)
         return self
 
     def _train(self, X, Ws, Hs, beta, loss, weights, reg, solver, max_iter, seed):
         """Run one training stage in a skorch net; returns the trained factors."""
         module = DeepFactorChain(Ws, Hs, beta, loss, weights)
         with torch.no_grad():
-            _, terms = objective(X, list(module.W), list(module.H), beta, loss, weights)
-            error0 = float(torch.sqrt(2 * sum(w * t for w, t in zip(weights, terms))))
+            # Only the scale of the stopping test: Gram form for Frobenius.
+            _, terms = objective(
+                X,
+                list(module.W),
+                list(module.H),
+                beta,
+                loss,
+                weights,
+                sq_norm_X=squared_norm(X) if beta == 2.0 else None,
+            )
+            error0 = _error(weights, terms)
         stopper = ToleranceStopping(self.tol, error0)
         callbacks = [("tolerance", stopper)]
         if self.verbose:
@@ -463,13 +482,16 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         L = len(Hs)
         Ws, target = [], Xt
         mean = _mean(Xt)
+        hals = getattr(self, "_solver", "mu") == "hals"
         for l, H in enumerate(Hs):
-            W = constant_codes(n_samples, H.shape[0], mean, H)
-            mean = W.mean()
+            # HALS starts from the clipped least-squares codes (about half the
+            # sweeps of a constant start); multiplicative updates cannot leave
+            # the zeros of such a start, so they start from constant codes.
+            W = None if hals else constant_codes(n_samples, H.shape[0], mean, H)
             layer_reg = Regularization(
                 n_samples, [widths[l]], *self._alphas(), self.l1_ratio
             )
-            if getattr(self, "_solver", "mu") == "hals":
+            if hals:
                 W, _ = hals_solve_W(
                     target,
                     H,
@@ -485,6 +507,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 )
             Ws.append(W)
             target = W
+            mean = W.mean()
         if L > 1:
             weights = list(self.layer_weights_)
             caches = [{} for _ in range(L)]
@@ -715,6 +738,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return ranks
 
     def _check_zeros(self, X, beta):
+        if beta > 0:
+            return
         xmin = X.data.min() if sp.issparse(X) and X.nnz else X.min()
         has_zero = (sp.issparse(X) and X.nnz < X.shape[0] * X.shape[1]) or xmin == 0
         if beta <= 0 and has_zero:
@@ -781,12 +806,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             out_H.append(torch.tensor(np.array(H_list[l], dtype=dtype), device=device))
         return out_W, out_H
 
-    def _weights(self, Xt, Ws, Hs, beta):
+    def _weights(self, terms):
+        """Layer weights: given, or equalising the pretrained layers' ``terms``."""
         if self.layer_weights is not None:
             return [float(w) for w in np.asarray(self.layer_weights).ravel()]
-        if len(Ws) == 1:
-            return [1.0]
-        _, terms = objective(Xt, Ws, Hs, beta, self.loss, [1.0] * len(Ws))
         # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
         # scikit-learn (relative to the data-fitting term).
         first = max(float(terms[0]), 1e-300)
@@ -799,8 +822,11 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         with torch.no_grad():
             comp = chain(Hs, 0, len(Hs))
             self.reconstruction_err_ = _sqrt2(beta_divergence(Xt, Ws[-1], comp, beta))
-            _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * len(Ws))
-            self.layer_errors_ = [_sqrt2(t) for t in terms]
+            if len(Ws) == 1:
+                self.layer_errors_ = [self.reconstruction_err_]
+            else:
+                _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * len(Ws))
+                self.layer_errors_ = [_sqrt2(t) for t in terms]
         self.history_ = self.net_.history if self.net_ is not None else None
 
     def _set_components(self, dtype):
@@ -854,17 +880,27 @@ def _check_codes(X, n_components):
 
 
 def _to_tensor(X, device):
+    """``X`` as a tensor (or CSRMatrix) that shares memory with it where it can.
+
+    The solvers only read X, so on CPU a C-contiguous array (or a canonical CSR
+    matrix) is wrapped without a copy: the fit's peak memory is then X plus the
+    factors and the products' outputs.
+    """
     if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        X.sort_indices()
-        return CSRMatrix(
-            torch.as_tensor(X.indptr.astype(np.int64), device=device),
-            torch.as_tensor(X.indices.astype(np.int64), device=device),
-            torch.as_tensor(X.data, device=device),
-            X.shape,
-        )
-    # A copy: the solvers never write into X, but the user's array stays theirs.
-    return torch.tensor(np.ascontiguousarray(X), device=device)
+        X = sp.csr_matrix(X)  # shares the arrays of a CSR input
+        if not X.has_canonical_format:
+            # Sorting in place would reorder the caller's arrays.
+            X = X.copy()
+            X.sum_duplicates()
+        return CSRMatrix.from_scipy(X, device)
+    X = np.ascontiguousarray(X)
+    if torch.device(device).type != "cpu":
+        return torch.as_tensor(X, device=device)
+    with warnings.catch_warnings():
+        # torch warns that a read-only array could be written through the
+        # tensor; these tensors are only read.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(X)
 
 
 def _dtype(Xt):

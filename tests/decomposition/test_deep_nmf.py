@@ -303,11 +303,51 @@ def test_convergence_warning_when_max_iter_reached(digits):
             DeepNMF(8, max_iter=2, tol=1e-12).fit(digits[:100])
 
 
-def test_input_not_modified(digits):
-    X = digits[:100].copy()
-    X_before = X.copy()
-    DeepNMF((8, 4), max_iter=5).fit_transform(X)
-    np.testing.assert_array_equal(X, X_before)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_components": 8},
+        {"n_components": (8, 4)},
+        {"n_components": 8, "beta_loss": "kullback-leibler"},
+        {"n_components": (8, 4), "beta_loss": 0.5, "solver": "mu"},
+        {"n_components": 8, "solver": "adam", "batch_size": 32, "max_epochs": 3},
+    ],
+)
+@pytest.mark.parametrize("container", ["dense", "float32", "csr", "csc"])
+def test_input_not_modified(digits, params, container):
+    # The solvers read X through a tensor that shares its memory (no copy), so
+    # every path must leave it untouched; read-only arrays must work unwarned.
+    X = digits[:100] + 0.5
+    X[:, ::7] = 0.0
+    if container == "float32":
+        X = X.astype(np.float32)
+    elif container != "dense":
+        X = sp.csr_matrix(X) if container == "csr" else sp.csc_matrix(X)
+    arrays = [X] if not sp.issparse(X) else [X.data, X.indices, X.indptr]
+    before = [a.copy() for a in arrays]
+    for a in arrays:
+        a.flags.writeable = False
+    model = DeepNMF(**params, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        model.fit_transform(X)
+        model.transform(X)
+        model.score(X)
+        model.partial_fit(X)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_error_in_gram_form_is_the_exact_error(digits):
+    # Frobenius multiplicative training records its error from Gram products;
+    # the exact per-layer errors of the fitted model must agree with it.
+    model = DeepNMF((12, 6), solver="mu", max_iter=15, tol=0, random_state=0)
+    model.fit(digits[:400])
+    recorded = model.history_[-1, "error"]
+    lam = model.layer_weights_
+    exact = np.sqrt(np.sum(lam * np.square(model.layer_errors_)))
+    assert recorded == pytest.approx(exact, rel=1e-9)
 
 
 def test_float32_preserved(digits):
