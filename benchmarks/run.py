@@ -301,7 +301,13 @@ def main(argv=None):
         ]
     datasets = bdata.load(size)
     if args.datasets:
+        names = [d.name for d in datasets]
         datasets = [d for d in datasets if d.name in args.datasets]
+        if not datasets:
+            sys.exit(
+                f"benchmarks/run.py: error: --datasets {' '.join(args.datasets)} "
+                f"matches none of the {size} data sets: {', '.join(names)}"
+            )
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:

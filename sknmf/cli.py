@@ -1,7 +1,7 @@
-"""The ``sknmf`` command: compress, decompress, info and demo.
+"""The ``sknmf`` command: compress, decompress, info, demo and bench.
 
 Each subcommand is one ``_Command`` (name, help, how to add its arguments, how
-to run it) in ``COMMANDS``; a new subcommand (e.g. ``bench``) is one more entry.
+to run it) in ``COMMANDS``; a new subcommand is one more entry.
 Errors the user can fix end in one line on stderr and a non-zero exit code:
 2 for bad options (argparse's convention), 1 for everything else.
 """
@@ -286,6 +286,43 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _demo.run(args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+# --------------------------------------------------------------------------- #
+# bench
+# --------------------------------------------------------------------------- #
+
+
+def _benchmarks_root() -> str | None:
+    """The source checkout holding ``benchmarks/run.py``, if this is one."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "benchmarks", "run.py")):
+        return root
+    return None
+
+
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    # Every other option goes to benchmarks/run.py as it is (see main).
+    p.epilog = (
+        "Options are those of benchmarks/run.py (python benchmarks/run.py "
+        "--help): --quick, --datasets, --methods, --device, --out, ..."
+    )
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    root = _benchmarks_root()
+    if root is None:
+        raise CLIError(
+            "the benchmark suite lives in the source repository, not in the "
+            "installed package; from a clone run `python benchmarks/run.py` or "
+            "`sknmf bench` after `pip install -e .[bench]`"
+        )
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.run import main as bench_main
+
+    bench_main(args.options)
+    return 0
+
+
 COMMANDS: list[_Command] = [
     _Command(
         "compress",
@@ -312,6 +349,13 @@ COMMANDS: list[_Command] = [
         _add_demo_arguments,
         _run_demo,
     ),
+    _Command(
+        "bench",
+        "time DeepNMF against scikit-learn's NMF on this machine "
+        "(benchmarks/run.py of a source checkout)",
+        _add_bench_arguments,
+        _run_bench,
+    ),
 ]
 
 
@@ -320,7 +364,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sknmf",
-        description="Deep NMF image compression and demos.",
+        description="Deep NMF image compression, demos and benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"sknmf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -352,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     1
     """
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.options = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args._run(args)
     except CLIError as exc:

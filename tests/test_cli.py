@@ -117,7 +117,7 @@ def test_grayscale_and_alpha_images(tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "g.tif")).shape == (20, 30)
 
 
-@pytest.mark.parametrize("command", ["compress", "decompress", "info", "demo"])
+@pytest.mark.parametrize("command", ["compress", "decompress", "info", "demo", "bench"])
 def test_help(command, capsys):
     res = run_main(capsys, command, "--help")
     assert res.returncode == 0
@@ -221,3 +221,32 @@ def test_demo_writes_figures(tmp_path, monkeypatch):
     for name in ("rate_distortion.png", "reconstructions.png", "components.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert any("JPEG" in m for m in messages)
+
+
+def test_bench_runs_the_suite_of_the_checkout(tmp_path, capsys):
+    pytest.importorskip("psutil")
+    res = run_main(
+        capsys,
+        "bench",
+        "--tiny",
+        "--no-memory",
+        "--reps",
+        "1",
+        "--datasets",
+        "synthetic",
+        "--methods",
+        "hals-float32",
+        "--out",
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "sklearn-cd" in res.stdout and "hals-float32" in res.stdout
+    assert (tmp_path / "results.json").stat().st_size > 0
+
+
+def test_bench_outside_a_checkout_says_where_the_suite_is(capsys, monkeypatch):
+    from sknmf import cli
+
+    monkeypatch.setattr(cli, "_benchmarks_root", lambda: None)
+    res = run_main(capsys, "bench", "--quick")
+    _one_line_error(res, 1, "source repository", "benchmarks/run.py")
