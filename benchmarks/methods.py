@@ -113,6 +113,24 @@ class Trace:
         return None, None
 
 
+#: Seconds of idle time before each end-to-end timed fit (see settle).
+SETTLE_SECONDS = 0.25
+
+
+def settle() -> None:
+    """Let the previous library's thread pool go idle before a timed fit.
+
+    After its last call an OpenBLAS pool (numpy, scikit-learn) keeps its
+    threads spinning for about a tenth of a second; on a 2-core machine a torch
+    fit started meanwhile waits for a core in every parallel region (measured:
+    DeepNMF on the digits 0.04 s alone, 0.08-0.14 s right after scikit-learn's
+    cd, and cd slowed likewise after torch). Every timed fit of every method
+    starts after the same pause, so none pays for the one before it.
+    """
+    if SETTLE_SECONDS > 0:
+        time.sleep(SETTLE_SECONDS)
+
+
 def _whitebox_trace(init, step, error, max_iter, max_seconds, target, converged=None):
     """Run ``step()`` repeatedly; only ``init`` and ``step`` are on the clock."""
     trace = Trace()
@@ -152,6 +170,7 @@ def _blackbox_trace(method, X, k, max_iter, max_seconds, target):
 
     def run(n):
         nonlocal spent
+        settle()
         start = time.perf_counter()
         W, H = method.fit(X, k, n)
         t = time.perf_counter() - start

@@ -70,6 +70,13 @@ def parse_args(argv=None):
         "time to target (it is then reported as not reaching the target); "
         "default 2, 1.5 with --quick",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=bmethods.SETTLE_SECONDS,
+        help="idle seconds before each end-to-end timed fit, so that the previous "
+        "method's spinning thread pool does not slow the next (default 0.25)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument(
         "--from-json",
@@ -164,6 +171,7 @@ def run_dataset(ds, methods, args, cfg, peaks, workdir, log):
         for m in methods:
             if n_iter[m.name] is None:
                 continue
+            bmethods.settle()
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -265,6 +273,7 @@ def main(argv=None):
         return report
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = SIZES[size]
+    bmethods.SETTLE_SECONDS = args.settle
     if args.reps is None:
         args.reps = cfg["reps"]
     if args.budget is None:
@@ -285,6 +294,7 @@ def main(argv=None):
     info = measure.machine_info()
     info["size"] = size
     info["reps"] = args.reps
+    info["settle_seconds"] = args.settle
     log(
         f"machine: {info['cpu']}, {info['logical_cores']} cores, torch "
         f"{info['torch']} ({info['torch_blas']}, {info['torch_threads']} threads)"

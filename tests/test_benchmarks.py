@@ -59,6 +59,8 @@ def test_suite_runs_on_tiny_sizes(tmp_path, capsys):
             "--tiny",
             "--reps",
             "2",
+            "--settle",
+            "0.01",
             "--no-memory",
             "--datasets",
             "synthetic",

@@ -229,6 +229,8 @@ def test_bench_runs_the_suite_of_the_checkout(tmp_path, capsys):
         capsys,
         "bench",
         "--tiny",
+        "--settle",
+        "0",
         "--no-memory",
         "--reps",
         "1",
