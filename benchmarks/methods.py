@@ -73,14 +73,9 @@ def to_torch(X, dtype, device="cpu"):
     if sp.issparse(X):
         from sknmf._torch.sparse import CSRMatrix
 
-        X = sp.csr_matrix(X)
-        X.sort_indices()
-        return CSRMatrix(
-            torch.from_numpy(X.indptr.astype(np.int64)).to(device),
-            torch.from_numpy(X.indices.astype(np.int64)).to(device),
-            torch.from_numpy(X.data.astype(_np_dtype(dtype), copy=False)).to(device),
-            X.shape,
-        )
+        X = sp.csr_matrix(X, dtype=_np_dtype(dtype), copy=True)
+        X.sum_duplicates()
+        return CSRMatrix.from_scipy(X, device)
     return torch.from_numpy(np.asarray(X, dtype=_np_dtype(dtype))).to(device)
 
 
@@ -416,6 +411,64 @@ class SklearnMiniBatch(Method):
         return SklearnMU().product_flops(X, k)
 
 
+class TorchNMF(Method):
+    """``torchnmf.nmf.NMF`` (multiplicative updates, beta = 2), where installed.
+
+    torchnmf starts from random factors; here it starts from scikit-learn's
+    NNDSVDa factors, like every other method. Its model is ``V = H W^T`` with
+    ``H`` the codes: the adapter transposes. Float32 (torchnmf allocates its
+    parameters in torch's default dtype); a sparse X is passed as a sparse COO
+    tensor, which torchnmf accepts.
+    """
+
+    name = "torchnmf-float32"
+    family = "torchnmf"
+    dtype = np.float32
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import torchnmf  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def prepare(self, X):
+        X = super().prepare(X)
+        # The tensor is built here, outside the clock, like every method's input.
+        self._prepared = (X, self._tensor(X))
+        return X
+
+    @staticmethod
+    def _tensor(X):
+        if not sp.issparse(X):
+            return torch.from_numpy(X)
+        coo = X.tocoo()
+        idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+        V = torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data), coo.shape)
+        return V.coalesce()
+
+    def fit(self, X, k, n_iter):
+        from torchnmf.nmf import NMF as TNMF
+
+        prepared = getattr(self, "_prepared", (None, None))
+        V = prepared[1] if prepared[0] is X else self._tensor(X)
+        W0, H0 = _nndsvda(X, k)
+        model = TNMF(
+            W=torch.from_numpy(np.ascontiguousarray(H0.T)),
+            H=torch.from_numpy(np.ascontiguousarray(W0)),
+        )
+        # tol=0 runs exactly n_iter iterations (it stops only on an increase).
+        model.fit(V, beta=2, tol=0.0, max_iter=n_iter)
+        return model.H.detach().numpy(), model.W.detach().numpy().T
+
+    def products(self, X, k):
+        return TorchMUProducts.make(X, k, torch.float32)
+
+    def product_flops(self, X, k):
+        return SklearnMU().product_flops(X, k)
+
+
 class RawHALS(Method):
     """``sknmf._torch.hals.hals_step`` in a bare loop (no estimator around it)."""
 
@@ -606,6 +659,8 @@ def all_methods(device="cpu", quick=False) -> list[Method]:
         if solver in ("hals", "mu") and not quick:
             dtypes = (np.float32, np.float64)
         methods += [DeepNMFMethod(solver, dt) for dt in dtypes]
+    if TorchNMF.available():
+        methods.append(TorchNMF())
     if device.startswith("cuda"):
         methods.append(RawHALS(np.float32, device))
         if "auto" in solvers:
