@@ -445,7 +445,9 @@ class TorchNMF(Method):
             return torch.from_numpy(X)
         coo = X.tocoo()
         idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-        V = torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data), coo.shape)
+        V = torch.sparse_coo_tensor(
+            idx, torch.from_numpy(coo.data), coo.shape, check_invariants=True
+        )
         return V.coalesce()
 
     def fit(self, X, k, n_iter):

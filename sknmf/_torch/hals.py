@@ -159,7 +159,9 @@ def _n_inner(nnz: int, m: int, q: int, k: int, sparse: bool) -> int:
     return max(1, min(_MAX_INNER, int(math.floor(1.0 + _ALPHA * rho))))
 
 
-def _scaled_system(G: Tensor, R: Tensor, l1: float, l2: float) -> tuple[Tensor, Tensor]:
+def _scaled_system(
+    G: Tensor, R: Tensor, l1: float, l2: float, out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Rows of the coordinate updates, pre-divided by the diagonal of the Gram matrix.
 
     A component ``t`` is updated as ``F[t] = max(0, Rs[t] - Gs[t] @ F)`` with
@@ -179,7 +181,9 @@ def _scaled_system(G: Tensor, R: Tensor, l1: float, l2: float) -> tuple[Tensor, 
     Gs = torch.where(safe[:, None], Gs, -eye)
     # One pass over the k x n cross term when there is no L1 term (each pass
     # over it is a parallel region, see _block_size).
-    Rs = torch.empty(R.shape, dtype=R.dtype, device=R.device)
+    Rs = (
+        out if out is not None else torch.empty(R.shape, dtype=R.dtype, device=R.device)
+    )
     torch.mul(R, inv[:, None], out=Rs)
     if l1:
         Rs.sub_((l1 * inv)[:, None])
@@ -293,6 +297,7 @@ def hals_step(
     update_H: bool = True,
     compute_loss: bool = False,
     sq_norm_X: float | None = None,
+    workspace: dict | None = None,
 ) -> float | None:
     """One outer iteration of accelerated HALS: the W block, then the H block.
 
@@ -327,6 +332,11 @@ def hals_step(
     sq_norm_X : float, default=None
         ``||X||_F^2``, to spare one pass over X per call when
         ``compute_loss`` is set; computed when None.
+    workspace : dict, default=None
+        Buffers kept by the caller across calls with the same shapes: the
+        ``n_samples x k`` arrays of a dense step are then allocated once per
+        fit rather than once per step (glibc's heaps grew by tens of MiB over
+        a few hundred steps of fresh allocations).
 
     Returns
     -------
@@ -354,9 +364,21 @@ def hals_step(
     Wt, copied = _rows_of(W)
     H_rows = H if H.is_contiguous() else H.contiguous()
 
-    R = (_x_ht(X, H_rows) if XHt is None else XHt).T
+    ws = workspace if workspace is not None else {}
+    if XHt is not None:
+        R = XHt.T
+    elif workspace is not None and not sparse:
+        R = torch.matmul(X, H_rows.T, out=_buffer(ws, "XHt", (n, k), X)).T
+    else:
+        R = _x_ht(X, H_rows).T
     G = H_rows @ H_rows.T
-    Gs, Rs = _scaled_system(G, R, l1_reg_W, l2_reg_W)
+    Gs, Rs = _scaled_system(
+        G,
+        R,
+        l1_reg_W,
+        l2_reg_W,
+        out=None if workspace is None else _buffer(ws, "Rs", (k, n), X),
+    )
     if not (compute_loss and not update_H):
         del R
     _sweeps(Wt, Gs, Rs, _n_inner(nnz, n, p, k, sparse))
@@ -381,6 +403,15 @@ def hals_step(
     H64 = H_rows.to(torch.float64)
     cross = float(torch.vdot(C.to(torch.float64).flatten(), H64.flatten()))
     return _half_sq_error(X, sq_norm_X, cross, D, H_rows @ H_rows.T)
+
+
+def _buffer(ws: dict, name: str, shape: tuple, like) -> Tensor:
+    """``ws[name]``, (re)allocated when missing or of another shape."""
+    buf = ws.get(name)
+    dtype, device = like.dtype, like.device
+    if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+        buf = ws[name] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 def _half_sq_error(X, sq_norm_X, cross: float, WtW: Tensor, HHt: Tensor) -> float:

@@ -189,7 +189,13 @@ class FactorizationNet(NeuralNet):
         Hs = [H.detach() for H in m.H]
         with torch.no_grad():
             if self.solver == "hals":
-                W, H = Ws[0].clone(), Hs[0].clone()
+                if idx is None:
+                    # Full batch: the step updates the module's factors in
+                    # place, with buffers kept for the whole fit.
+                    W, H = m.W[0].data, m.H[0].data
+                    workspace = self.__dict__.setdefault("_hals_workspace", {})
+                else:
+                    W, H, workspace = Ws[0].clone(), Hs[0].clone(), None
                 # The step's own products give the error almost for free; the
                 # generic objective (X - W H) cost as much as the step itself.
                 hals_loss = hals_step(
@@ -203,6 +209,7 @@ class FactorizationNet(NeuralNet):
                     update_H=self.update_H,
                     compute_loss=True,
                     sq_norm_X=self._sq_norm(Xb) if idx is None else None,
+                    workspace=workspace,
                 )
                 Ws, Hs = [W], [H]
             else:
@@ -279,8 +286,10 @@ class FactorizationNet(NeuralNet):
         try:
             self.partial_fit(X, y, **fit_params)
         finally:
-            # The cache holds the data: never keep (or pickle) it past the fit.
+            # The cache holds the data, the workspace data-sized buffers: never
+            # keep (or pickle) them past the fit.
             self.__dict__.pop("_sq_norm_cache", None)
+            self.__dict__.pop("_hals_workspace", None)
         return self
 
 

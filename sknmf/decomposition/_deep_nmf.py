@@ -387,6 +387,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def _train(self, X, Ws, Hs, beta, loss, weights, reg, solver, max_iter, seed):
         """Run one training stage in a skorch net; returns the trained factors."""
+        if solver == "hals":
+            # HALS sweeps a component (a column of W) at a time: column-major W
+            # makes each one contiguous, with no copy per step.
+            Ws = [W.T.contiguous().T for W in Ws]
         module = DeepFactorChain(Ws, Hs, beta, loss, weights)
         with torch.no_grad():
             # Only the scale of the stopping test: Gram form for Frobenius.
