@@ -168,11 +168,14 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     increase even if the iterations stop early.
     """
     a, b, gamma = mm_exponents(beta)
-    den = torch.where(den == 0, torch.full_like(den, EPSILON), den).expand_as(Wt)
+    den = torch.where(den == 0, EPSILON, den).expand_as(Wt)
     num = num.expand_as(Wt)
     Y = Y.clamp_min(EPSILON)
     if beta == 2.0:
-        return Wt * (num + lam * Y) / (den + lam * Wt)
+        # Wt (num + lam Y) / (den + lam Wt), in as few passes over n x k as
+        # possible (this runs for every inner layer in every epoch).
+        numer = torch.add(num, Y, alpha=lam).mul_(Wt)
+        return numer.div_(torch.add(den, Wt, alpha=lam))
     alive = Wt > 0
     Wsafe = torch.where(alive, Wt, torch.ones_like(Wt))
     big = torch.finfo(Wt.dtype).max ** 0.25
@@ -403,7 +406,7 @@ def mu_epoch(
         if lam != 1.0:
             num, den = lam * num, lam * den
         if loss == "layer" and l < L - 1:
-            den = den + l1_W + l2_W * Ws[l]
+            den = _penalised(den, l1_W, l2_W, Ws[l])
             Y = Ws[l + 1] @ Hs[l + 1]
             Ws[l] = solve_coupled(Ws[l], num, den, weights[l + 1], Y, beta)
         else:
@@ -430,12 +433,19 @@ def mu_epoch(
         l1_H = reg.l1_H if reg is not None else 0.0
         l2_H = reg.l2_H if reg is not None else 0.0
         if deep:
-            den = den + l1_H + l2_H * Hs[l]
+            den = _penalised(den, l1_H, l2_H, Hs[l])
             Hs[l] = solve_simplex_rows(Hs[l], num, den, beta)
         else:
             Hs[l] = mu_apply(Hs[l], num, den, gamma, l1_H, l2_H)
             if beta <= 1:
                 Hs[l] = torch.where(Hs[l] < _EPS64, torch.zeros_like(Hs[l]), Hs[l])
+
+
+def _penalised(den, l1: float, l2: float, M):
+    """``den + l1 + l2 * M``, skipping the terms that are zero."""
+    if l2:
+        den = torch.add(den, M, alpha=l2)
+    return den + l1 if l1 else den
 
 
 def normalize_rows(W: torch.Tensor, H: torch.Tensor):
