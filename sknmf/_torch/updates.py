@@ -225,19 +225,28 @@ def _simplex_t(mu, P, N, a, b, beta):
 def _simplex_rows_frobenius(Ht, N, P):
     """Exact row-wise solution for beta = 2, where ``t`` is piecewise linear in mu.
 
-    Rows solve ``Σ_j c_j max(N_j - mu, 0) = 1`` with ``c = Ht / P``: sorting ``N``
-    gives the active set, as in Euclidean projection onto the simplex.
+    Rows solve ``g(mu) = Σ_j c_j max(N_j - mu, 0) = 1`` with ``c = Ht / P``.
+    Newton's method on the decreasing, piecewise-linear ``g`` from the
+    all-active root, as for Euclidean projection onto the simplex (Michelot
+    1986): each step solves ``g = 1`` on the entries still active, ``mu`` only
+    grows and stays below the root, the active set only shrinks, and the root
+    is exact once it stops changing, usually after a few steps. A sort of every
+    row (the textbook method) costs more than all of them on wide ``H1``.
     """
+    tiny = torch.finfo(N.dtype).tiny
     c = Ht / P
-    Ns, order = torch.sort(N, dim=1, descending=True)
-    cs = torch.gather(c, 1, order)
-    cum_c = torch.cumsum(cs, 1)
-    mu_k = (torch.cumsum(cs * Ns, 1) - 1.0) / cum_c.clamp_min(torch.finfo(N.dtype).tiny)
-    valid = (mu_k < Ns) & (cum_c > 0)
-    k = torch.arange(1, N.shape[1] + 1, device=N.device).expand_as(N)
-    last = torch.where(valid, k, torch.zeros_like(k)).max(1).values.clamp_min(1)
-    mu = torch.gather(mu_k, 1, (last - 1)[:, None])
-    return Ht * (N - mu).clamp_min(0) / P
+    cN = c * N
+    mu = (cN.sum(1) - 1.0) / c.sum(1).clamp_min(tiny)
+    active = None
+    for _ in range(N.shape[1] + 1):
+        now = N > mu[:, None]
+        if active is not None and torch.equal(now, active):
+            break
+        active = now
+        zero = torch.zeros((), dtype=c.dtype, device=c.device)
+        mass = torch.where(active, c, zero).sum(1)
+        mu = (torch.where(active, cN, zero).sum(1) - 1.0) / mass.clamp_min(tiny)
+    return Ht * (N - mu[:, None]).clamp_min(0) / P
 
 
 def solve_simplex_rows(Ht, num, den, beta: float):

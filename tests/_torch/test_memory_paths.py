@@ -150,3 +150,29 @@ def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
         rhs = np.linalg.lstsq(A.T, H @ X[i] - l1, rcond=None)[0]
         w_ref, _ = nnls(A, rhs)
         np.testing.assert_allclose(W[i].numpy(), w_ref, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_simplex_rows_frobenius_solves_the_row_problems(seed):
+    # Each row: minimise sum_j P_j t_j^2 / (2 Ht_j) - N_j t_j over the simplex,
+    # whose solution is t_j = c_j max(N_j - mu, 0) (c = Ht / P) with the
+    # multiplier mu found here by plain bisection on the row sum.
+    from sknmf._torch.updates import solve_simplex_rows
+
+    rng = np.random.RandomState(seed)
+    Ht = rng.rand(6, 300) * (rng.rand(6, 300) < 0.8)
+    num = rng.rand(6, 300) * 3
+    den = rng.rand(6, 300) + 0.1
+    got = solve_simplex_rows(*(torch.from_numpy(a) for a in (Ht, num, den)), 2.0)
+    c = Ht / den
+    for i in range(6):
+        lo, hi = -10.0, 10.0
+        for _ in range(200):
+            mu = 0.5 * (lo + hi)
+            if (c[i] * np.maximum(num[i] - mu, 0)).sum() > 1:
+                lo = mu
+            else:
+                hi = mu
+        expected = c[i] * np.maximum(num[i] - 0.5 * (lo + hi), 0)
+        np.testing.assert_allclose(got[i].numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(got.sum(1).numpy(), 1.0, rtol=1e-12)
