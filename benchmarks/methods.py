@@ -427,11 +427,7 @@ class TorchNMF(Method):
 
     @classmethod
     def available(cls) -> bool:
-        try:
-            import torchnmf  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return _import_torchnmf() is not None
 
     def prepare(self, X):
         X = super().prepare(X)
@@ -451,8 +447,7 @@ class TorchNMF(Method):
         return V.coalesce()
 
     def fit(self, X, k, n_iter):
-        from torchnmf.nmf import NMF as TNMF
-
+        TNMF = _import_torchnmf().NMF
         prepared = getattr(self, "_prepared", (None, None))
         V = prepared[1] if prepared[0] is X else self._tensor(X)
         W0, H0 = _nndsvda(X, k)
@@ -469,6 +464,18 @@ class TorchNMF(Method):
 
     def product_flops(self, X, k):
         return SklearnMU().product_flops(X, k)
+
+
+def _import_torchnmf():
+    """``torchnmf.nmf``, or None; its import trips torch's deprecation of
+    ``torch.jit.script``, which is torchnmf's to fix, not ours to show."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import torchnmf.nmf
+        except ImportError:
+            return None
+    return torchnmf.nmf
 
 
 class RawHALS(Method):

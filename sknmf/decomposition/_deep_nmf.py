@@ -167,7 +167,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     >>> from sklearn.datasets import load_digits
     >>> from sknmf import DeepNMF
     >>> X = load_digits().data[:300]
-    >>> model = DeepNMF((16, 4), max_iter=50, random_state=0)
+    >>> model = DeepNMF((16, 4), random_state=0)
     >>> codes = model.fit_transform(X)
     >>> codes.shape, model.components_.shape
     ((300, 4), (4, 64))
@@ -958,7 +958,7 @@ def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
     >>> from sklearn.datasets import load_digits
     >>> from sknmf import deep_nmf
     >>> X = load_digits().data[:200]
-    >>> W_list, H_list, n_iter = deep_nmf(X, (12, 4), max_iter=30, random_state=0)
+    >>> W_list, H_list, n_iter = deep_nmf(X, (12, 4), random_state=0)
     >>> [W.shape for W in W_list], [H.shape for H in H_list]
     ([(200, 12), (200, 4)], [(12, 64), (4, 12)])
     """
