@@ -92,10 +92,8 @@ def _dense_divergence(X, W, H, beta):
 
 def _sparse_divergence(X, W, H, beta):
     if beta == 2.0:
-        norm_X = (X.values * X.values).sum()
-        norm_WH = ((W.T @ W) * (H @ H.T)).sum()
-        cross = (matmul(X, H.T) * W).sum()
-        return (norm_X + norm_WH - 2.0 * cross).clamp_min(0.0) / 2.0
+        sq_norm_X = float(torch.sum(X.values.square(), dtype=torch.float64))
+        return frobenius_gram(X, W, H, sq_norm_X).to(W.dtype)
     X_data = X.values
     WH_data = X.gather_product(W, H)
     return _from_entries(X_data, WH_data, W, H, beta, X.shape[0] * X.shape[1], None)

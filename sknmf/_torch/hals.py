@@ -364,21 +364,15 @@ def hals_step(
     Wt, copied = _rows_of(W)
     H_rows = H if H.is_contiguous() else H.contiguous()
 
-    ws = workspace if workspace is not None else {}
     if XHt is not None:
         R = XHt.T
     elif workspace is not None and not sparse:
-        R = torch.matmul(X, H_rows.T, out=_buffer(ws, "XHt", (n, k), X)).T
+        R = torch.matmul(X, H_rows.T, out=_buffer(workspace, "XHt", (n, k), X)).T
     else:
         R = _x_ht(X, H_rows).T
     G = H_rows @ H_rows.T
-    Gs, Rs = _scaled_system(
-        G,
-        R,
-        l1_reg_W,
-        l2_reg_W,
-        out=None if workspace is None else _buffer(ws, "Rs", (k, n), X),
-    )
+    Rs = None if workspace is None else _buffer(workspace, "Rs", (k, n), X)
+    Gs, Rs = _scaled_system(G, R, l1_reg_W, l2_reg_W, out=Rs)
     if not (compute_loss and not update_H):
         del R
     _sweeps(Wt, Gs, Rs, _n_inner(nnz, n, p, k, sparse))

@@ -162,8 +162,12 @@ class FactorizationNet(NeuralNet):
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
         return y_pred
 
-    def _sq_norm(self, X) -> float:
-        """``||X||^2`` of the full-batch data, computed once per fit."""
+    def sq_norm(self, X) -> float:
+        """``||X||^2``, computed once per fit for the full-batch data.
+
+        The estimator asks for it before ``fit`` (the initial error of the
+        stopping test); the training steps then reuse the same value.
+        """
         cached = getattr(self, "_sq_norm_cache", None)
         if cached is None or cached[0] is not X:
             self._sq_norm_cache = (X, squared_norm(X))
@@ -208,7 +212,7 @@ class FactorizationNet(NeuralNet):
                     l2_reg_H=reg.l2_H if reg else 0.0,
                     update_H=self.update_H,
                     compute_loss=True,
-                    sq_norm_X=self._sq_norm(Xb) if idx is None else None,
+                    sq_norm_X=self.sq_norm(Xb) if idx is None else None,
                     workspace=workspace,
                 )
                 Ws, Hs = [W], [H]
@@ -252,7 +256,11 @@ class FactorizationNet(NeuralNet):
                     m.loss,
                     m.weights,
                     reg,
-                    sq_norm_X=self._sq_norm(Xb) if m.beta == 2.0 else None,
+                    sq_norm_X=(
+                        self.sq_norm(Xb)
+                        if m.beta == 2.0 and m.loss == "layer"
+                        else None
+                    ),
                     WtX=products.get("WtX"),
                 )
             weighted = sum(w * t for w, t in zip(m.weights, terms))

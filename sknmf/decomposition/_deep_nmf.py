@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._torch.divergence import beta_divergence, beta_loss_to_float
-from .._torch.hals import hals_solve_W, squared_norm
+from .._torch.hals import hals_solve_W
 from .._torch.init import constant_codes, initialize_nmf
 from .._torch.modules import DeepFactorChain
 from .._torch.nets import (
@@ -355,7 +355,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
             weights = self._weights(terms)
         else:
-            weights = [1.0] if self.layer_weights is None else self._weights(None)
+            weights = self._weights(None)
         if L > 1:
             # HALS solves one layer; the coupled deep objective uses MM updates.
             joint = "mu" if solver == "hals" else solver
@@ -392,19 +392,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             # makes each one contiguous, with no copy per step.
             Ws = [W.T.contiguous().T for W in Ws]
         module = DeepFactorChain(Ws, Hs, beta, loss, weights)
-        with torch.no_grad():
-            # Only the scale of the stopping test: Gram form for Frobenius.
-            _, terms = objective(
-                X,
-                list(module.W),
-                list(module.H),
-                beta,
-                loss,
-                weights,
-                sq_norm_X=squared_norm(X) if beta == 2.0 else None,
-            )
-            error0 = _error(weights, terms)
-        stopper = ToleranceStopping(self.tol, error0)
+        # The initial error is set once the net exists (it keeps ||X||^2).
+        stopper = ToleranceStopping(self.tol, None)
         callbacks = [("tolerance", stopper)]
         if self.verbose:
             from skorch.callbacks import ProgressBar
@@ -436,6 +425,19 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             verbose=int(self.verbose),
             **quiet,
         )
+        with torch.no_grad():
+            # Only the scale of the stopping test: Gram form for Frobenius.
+            gram = beta == 2.0 and loss == "layer"
+            _, terms = objective(
+                X,
+                list(module.W),
+                list(module.H),
+                beta,
+                loss,
+                weights,
+                sq_norm_X=net.sq_norm(X) if gram else None,
+            )
+        stopper.error_at_init = _error(weights, terms)
         net.fit(FactorDataset(X))
         n_iter = len(net.history)
         if self.tol > 0 and not stopper.converged_ and n_iter >= epochs:
@@ -811,9 +813,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return out_W, out_H
 
     def _weights(self, terms):
-        """Layer weights: given, or equalising the pretrained layers' ``terms``."""
+        """Layer weights: given, or equalising the pretrained layers' ``terms``
+        (None for one layer, whose weight is 1)."""
         if self.layer_weights is not None:
             return [float(w) for w in np.asarray(self.layer_weights).ravel()]
+        if terms is None:
+            return [1.0]
         # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
         # scikit-learn (relative to the data-fitting term).
         first = max(float(terms[0]), 1e-300)
