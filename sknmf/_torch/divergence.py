@@ -1,6 +1,7 @@
 """Beta-divergences between a nonnegative matrix and a product of factors.
 
-Same definitions and the same numerical guards as scikit-learn's NMF
+This module owns the data-fitting terms: ``D_beta(X | W H)`` (dense, CSR,
+row-blocked), its Gram form for Frobenius and ``||X||^2``. Same definitions and the same numerical guards as scikit-learn's NMF
 (``EPSILON`` floor, zeros of ``X`` skipped for beta < 2), so the two agree to
 rounding on the same factors.
 """
@@ -170,14 +171,41 @@ def frobenius_gram(X, W, H, sq_norm_X: float, WtX=None) -> torch.Tensor:
     return (sq_norm_X - 2.0 * cross + gram).clamp_min(0.0) / 2.0
 
 
-def divergence_to_error(loss: torch.Tensor) -> float:
-    """``sqrt(2 * loss)``: scikit-learn's ``reconstruction_err_`` scale.
+def squared_norm(X) -> float:
+    """``||X||_F^2`` accumulated in float64, without a float64 copy of X.
+
+    ``torch.linalg.vector_norm(X, dtype=torch.float64)`` would first cast all of
+    a float32 X (twice its size in memory); this casts a block at a time.
+
+    Parameters
+    ----------
+    X : Tensor or CSRMatrix of shape (n_samples, n_features)
+        Dense, ``torch.sparse_csr`` or :class:`~sknmf._torch.sparse.CSRMatrix`.
+
+    Returns
+    -------
+    value : float
+        The sum of the squared entries.
 
     Examples
     --------
     >>> import torch
-    >>> from sknmf._torch.divergence import divergence_to_error
-    >>> divergence_to_error(torch.tensor(2.0))
-    2.0
+    >>> from sknmf._torch.divergence import squared_norm
+    >>> squared_norm(torch.tensor([[3.0, 4.0]]))
+    25.0
     """
-    return float(torch.sqrt(2.0 * loss.clamp_min(0.0)))
+    if isinstance(X, CSRMatrix):
+        vals = X.values
+    elif X.layout in (torch.sparse_csr, torch.sparse_coo):
+        vals = X.values()
+    else:
+        vals = X
+    vals = vals.reshape(-1) if vals.is_contiguous() else vals.flatten()
+    if vals.dtype == torch.float64:
+        return float(torch.linalg.vector_norm(vals)) ** 2
+    step = 1 << 20
+    total = 0.0
+    for start in range(0, vals.numel(), step):
+        chunk = vals[start : start + step]
+        total += float(torch.linalg.vector_norm(chunk, dtype=torch.float64)) ** 2
+    return total

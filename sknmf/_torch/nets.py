@@ -1,42 +1,37 @@
-"""skorch nets that run the training loop of the factorisations.
+"""The skorch loop of every factorisation stage: fit, transform, partial_fit.
 
-skorch owns the loop (epochs, callbacks, history, devices); the nets only say what
-one training step is: a sweep of multiplicative updates, or codes by
-multiplicative updates then an Adam step on the weights. No scikit-learn import.
+skorch owns the loop (epochs, callbacks, history, progress bar, devices); the
+net's ``train_step`` is one :func:`~sknmf._torch.solvers.iterate` of a solver
+on a batch of rows, and :class:`ToleranceStopping` is the one stopping rule.
+:func:`run_stage` builds and runs such a net for the stages of
+:mod:`sknmf._torch.stages`. No scikit-learn import.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
+from dataclasses import dataclass, field
 
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 
-from .divergence import EPSILON
-from .hals import hals_step, squared_norm
+from .modules import DeepFactorChain
+from .objective import error_of, objective
+from .solvers import Solver, iterate
 from .sparse import CSRMatrix
-from .updates import (
-    Regularization,
-    chain,
-    mu_epoch,
-    normalize_rows,
-    objective,
-)
 
 
 class FactorDataset(torch.utils.data.Dataset):
-    """Rows of a dense tensor or a ``CSRMatrix``, with their indices."""
+    """Rows of a dense tensor or a ``CSRMatrix``; batches are row slices."""
 
     def __init__(self, X):
         self.X = X
 
     def __len__(self) -> int:
         return self.X.shape[0]
-
-    def __getitem__(self, i):
-        idx = torch.as_tensor([i], device=self.X.device)
-        return self.rows(idx)
 
     def rows(self, idx: torch.Tensor):
         if isinstance(self.X, CSRMatrix):
@@ -49,7 +44,8 @@ class RowBatchIterator:
 
     A ``torch.utils.data.DataLoader`` collates row by row; for a factorisation the
     batch is one slice of a tensor, so this iterator slices directly (the whole
-    matrix when ``batch_size`` covers it). Shuffling draws from ``generator`` only.
+    matrix, with indices None, when ``batch_size`` covers it). Shuffling draws
+    from ``generator`` only.
     """
 
     def __init__(self, dataset, batch_size=-1, shuffle=False, generator=None, **_):
@@ -77,6 +73,10 @@ class RowBatchIterator:
             yield self.dataset.rows(order[start : start + self.batch_size])
 
 
+class Converged(Exception):
+    """Raised by :class:`ToleranceStopping` to end a stage (not an interrupt)."""
+
+
 class ToleranceStopping(Callback):
     """Stop like scikit-learn's NMF: every ``check_every`` epochs, when the error fell
     by less than ``tol`` times the initial error since the last check.
@@ -98,36 +98,77 @@ class ToleranceStopping(Callback):
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
         # Batch errors are sqrt(2 D_b); the epoch's error is that of the sum of D_b.
-        batch_errors = net.history[-1, "batches", :, "error"]
-        error = math.sqrt(sum(e * e for e in batch_errors))
+        batches = net.history[-1, "batches"]
+        errors = [b["error"] for b in batches if "error" in b]
+        if not errors:
+            return
+        error = math.sqrt(sum(e * e for e in errors))
         net.history.record("error", error)
         if self.tol <= 0 or epoch % self.check_every:
             return
         scale = self.error_at_init if self.error_at_init > 0 else 1.0
         if (self.previous_ - error) / scale < self.tol:
             self.converged_ = True
-            raise KeyboardInterrupt  # skorch's way to end fit_loop cleanly
+            raise Converged
         self.previous_ = error
 
 
+class _InterruptWatch:
+    """Tells a user's Ctrl-C from a callback's request to stop.
+
+    skorch's callbacks (e.g. ``EarlyStopping``) stop training by raising
+    ``KeyboardInterrupt``; so does SIGINT. While the loop runs in the main
+    thread, a SIGINT handler marks the signal (and hands it to the handler it
+    replaced), so the loop re-raises a real interrupt and only swallows a
+    callback's. Signals reach only the main thread: elsewhere every
+    ``KeyboardInterrupt`` comes from code.
+    """
+
+    def __enter__(self):
+        self.signalled = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.signalled = True
+        self._previous(signum, frame)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class FactorizationNet(NeuralNet):
-    """skorch net whose ``train_step`` is one step of a factorisation solver.
+    """skorch net whose ``train_step`` is one solver iteration on a batch.
 
     Parameters
     ----------
     module : DeepFactorChain
         The factors (an instance).
-    solver : {"mu", "adam", "hals"}
-        ``"mu"``: multiplicative updates (monotone on full batches);
-        ``"adam"``: codes of the batch by multiplicative updates, then an Adam step
-        on the weights, projected back onto the nonnegative orthant (and onto
-        unit row sums in deep models); ``"hals"``: one-layer Frobenius HALS.
-    reg : Regularization or None
-        Scaled penalties.
+    solver : Solver
+        What one iteration does (:mod:`sknmf._torch.solvers`).
     update_H : bool
-        False trains the codes only (weights fixed).
+        False updates the codes only (``transform``).
     n_total : int
-        Number of training rows (scales the penalties of mini-batches).
+        Number of training rows (a mini-batch carries its share of the
+        weights' penalty).
+    forget_factor : float or None
+        None: each batch's weight update uses its own statistics (the exact
+        step on a full batch). A float: the online rule, statistics folded
+        over batches with this weight of the past.
+    running : dict or None
+        Running statistics to continue from (``partial_fit``).
+    solver_state : dict or None
+        What the solver keeps between online steps (e.g. Adam's moments).
+    loss_every : int
+        With ``update_H=False``, epochs between two loss evaluations (the
+        stopping test's period); the last epoch always has one.
     **kwargs
         Passed to :class:`skorch.NeuralNet`.
     """
@@ -136,176 +177,198 @@ class FactorizationNet(NeuralNet):
         self,
         module,
         *args,
-        solver="mu",
-        reg=None,
+        solver=None,
         update_H=True,
         n_total=None,
+        forget_factor=None,
+        running=None,
+        solver_state=None,
+        loss_every=1,
         criterion=torch.nn.Identity,
         **kwargs,
     ):
         super().__init__(module, *args, criterion=criterion, **kwargs)
         self.solver = solver
-        self.reg = reg
         self.update_H = update_H
         self.n_total = n_total
+        self.forget_factor = forget_factor
+        self.running = running
+        self.solver_state = solver_state
+        self.loss_every = loss_every
 
     def initialize_optimizer(self, *args, **kwargs):
-        # Only Adam needs a torch optimizer; building one costs a one-off import of
-        # torch._dynamo (over a second), which the closed-form solvers never pay.
-        if self.solver != "adam":
-            self.optimizer_ = None
-            return self
-        for H in self.module_.H:
-            H.requires_grad_(True)
-        return super().initialize_optimizer(*args, **kwargs)
-
-    def get_loss(self, y_pred, y_true=None, X=None, training=False):
-        return y_pred
-
-    def sq_norm(self, X) -> float:
-        """``||X||^2``, computed once per fit for the full-batch data.
-
-        The estimator asks for it before ``fit`` (the initial error of the
-        stopping test); the training steps then reuse the same value.
-        """
-        cached = getattr(self, "_sq_norm_cache", None)
-        if cached is None or cached[0] is not X:
-            self._sq_norm_cache = (X, squared_norm(X))
-        return self._sq_norm_cache[1]
-
-    def _batch_reg(self, n_batch):
-        if self.reg is None or n_batch == self.n_total:
-            return self.reg
-        frac = n_batch / self.n_total
-        scaled = Regularization.__new__(Regularization)
-        scaled.l1_W, scaled.l2_W = self.reg.l1_W, self.reg.l2_W
-        scaled.l1_H, scaled.l2_H = self.reg.l1_H * frac, self.reg.l2_H * frac
-        return scaled
+        # The solver updates the weights; a torch optimizer (Adam's) is the
+        # solver's own business. Building one here would also cost a one-off
+        # import of torch._dynamo that the closed-form solvers never need.
+        self.optimizer_ = None
+        return self
 
     def train_step(self, batch, **fit_params):
         Xb, idx = batch
         m = self.module_
-        self.module_.train()
-        n_batch = Xb.shape[0]
-        reg = self._batch_reg(n_batch)
-        Ws = m.codes(idx)
-        Ws = [W.detach() for W in Ws]
-        Hs = [H.detach() for H in m.H]
+        Ws = [W.data if idx is None else W.data[idx] for W in m.W]
+        Hs = [H.data for H in m.H]
+        state = self._stage_state
+        reg = self.solver.problem.reg
+        if reg is not None and Xb.shape[0] != self.n_total:
+            reg = reg.scaled(Xb.shape[0] / self.n_total)
+        epoch = len(self.history)
+        need = self.update_H or epoch % self.loss_every == 0 or epoch == self.max_epochs
         with torch.no_grad():
-            if self.solver == "hals":
-                if idx is None:
-                    # Full batch: the step updates the module's factors in
-                    # place, with buffers kept for the whole fit.
-                    W, H = m.W[0].data, m.H[0].data
-                    workspace = self.__dict__.setdefault("_hals_workspace", {})
-                else:
-                    W, H, workspace = Ws[0].clone(), Hs[0].clone(), None
-                # The step's own products give the error almost for free; the
-                # generic objective (X - W H) cost as much as the step itself.
-                hals_loss = hals_step(
-                    Xb,
-                    W,
-                    H,
-                    l1_reg_W=reg.l1_W[0] if reg else 0.0,
-                    l2_reg_W=reg.l2_W[0] if reg else 0.0,
-                    l1_reg_H=reg.l1_H if reg else 0.0,
-                    l2_reg_H=reg.l2_H if reg else 0.0,
-                    update_H=self.update_H,
-                    compute_loss=True,
-                    sq_norm_X=self.sq_norm(Xb) if idx is None else None,
-                    workspace=workspace,
-                )
-                Ws, Hs = [W], [H]
-            else:
-                products = {}
-                mu_epoch(
-                    Xb,
-                    Ws,
-                    Hs,
-                    beta=m.beta,
-                    loss=m.loss,
-                    weights=m.weights,
-                    reg=reg,
-                    update_H=self.update_H and self.solver == "mu",
-                    products=products,
-                )
+            total, terms, self.running_ = iterate(
+                self.solver,
+                Xb,
+                Ws,
+                Hs,
+                state,
+                running=self.running_,
+                rho=self.forget_factor,
+                reg=reg,
+                need_loss=need,
+            )
             for l, W in enumerate(Ws):
                 if idx is None:
                     m.W[l].data = W
                 else:
                     m.W[l].data[idx] = W
-            if self.solver in ("mu", "hals"):
-                for l, H in enumerate(Hs):
-                    m.H[l].data = H
-        if self.solver == "adam" and self.update_H:
-            self._adam_step(Xb, idx)
-        with torch.no_grad():
-            if self.solver == "hals":
-                terms = [torch.as_tensor(hals_loss, dtype=Hs[0].dtype)]
-                total = terms[0]
-                if reg is not None:
-                    total = total + reg.penalty(m.codes(idx), list(m.H))
-            else:
-                # Frobenius, layer-centric: the loss on X in Gram form, from the
-                # H1 update's own W1.T @ X (see layer_terms).
-                total, terms = objective(
-                    Xb,
-                    m.codes(idx),
-                    list(m.H),
-                    m.beta,
-                    m.loss,
-                    m.weights,
-                    reg,
-                    sq_norm_X=(
-                        self.sq_norm(Xb)
-                        if m.beta == 2.0 and m.loss == "layer"
-                        else None
-                    ),
-                    WtX=products.get("WtX"),
-                )
-            weighted = sum(w * t for w, t in zip(m.weights, terms))
-        self.history.record_batch("error", math.sqrt(2.0 * max(float(weighted), 0.0)))
+            for l, H in enumerate(Hs):
+                m.H[l].data = H
+        if total is None:
+            total = torch.zeros((), dtype=Hs[0].dtype)
+        else:
+            error = error_of(self.solver.problem.weights, terms)
+            self.history.record_batch("error", error)
         return {"loss": total, "y_pred": total}
 
-    def _adam_step(self, Xb, idx):
-        m = self.module_
-        self.optimizer_.zero_grad()
-        Ws = [W.detach() for W in m.codes(idx)]
-        total, _ = objective(Xb, Ws, list(m.H), m.beta, m.loss, m.weights)
-        if self.reg is not None:
-            frac = Xb.shape[0] / self.n_total
-            for H in m.H:
-                total = total + frac * (
-                    self.reg.l1_H * H.sum() + 0.5 * self.reg.l2_H * (H * H).sum()
-                )
-        # Mean over rows keeps the step size independent of the batch size.
-        (total / Xb.shape[0]).backward()
-        self.optimizer_.step()
-        with torch.no_grad():
-            for H in m.H:
-                H.data.clamp_(min=EPSILON)
-                if m.n_layers > 1:
-                    H.data /= H.data.sum(1, keepdim=True)
-
-    def fit(self, X, y=None, **fit_params):
-        # Factor tensors are set up by the estimator; never re-create the module.
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        # skorch's own partial_fit turns every KeyboardInterrupt into "stop
+        # training", which would swallow a user's Ctrl-C.
         if not self.initialized_:
             self.initialize()
+        self.notify("on_train_begin", X=X, y=y)
+        with _InterruptWatch() as watch:
+            try:
+                self.fit_loop(X, y, **fit_params)
+            except Converged:
+                pass
+            except KeyboardInterrupt:
+                if watch.signalled:
+                    raise
+        self.notify("on_train_end", X=X, y=y)
+        return self
+
+    def fit(self, X, y=None, **fit_params):
+        # Factor tensors are set up by the caller; never re-create the module.
+        if not self.initialized_:
+            self.initialize()
+        self.running_ = self.running
+        self._stage_state = self.solver.start(
+            X.X, list(self.module_.W), list(self.module_.H), update_H=self.update_H
+        )
+        if self.solver_state:
+            self._stage_state.update(self.solver_state)
         try:
             self.partial_fit(X, y, **fit_params)
         finally:
-            # The cache holds the data, the workspace data-sized buffers: never
-            # keep (or pickle) them past the fit.
-            self.__dict__.pop("_sq_norm_cache", None)
-            self.__dict__.pop("_hals_workspace", None)
+            # The stage's state holds data-sized buffers and a reference to
+            # the data: never keep (or pickle) them past the fit.
+            self.solver_state_ = self.solver.online_state(self._stage_state)
+            del self._stage_state
         return self
 
 
-__all__ = [
-    "FactorDataset",
-    "FactorizationNet",
-    "RowBatchIterator",
-    "ToleranceStopping",
-    "chain",
-    "normalize_rows",
-]
+@dataclass
+class Stage:
+    """The loop settings of a stage, as the estimator gives them."""
+
+    max_epochs: int
+    tol: float = 1e-4
+    check_every: int = 10
+    batch_size: int | None = None
+    shuffle: bool = False
+    generator: torch.Generator | None = None
+    forget_factor: float | None = None
+    verbose: int = 0
+    callbacks: list = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    Ws: list
+    Hs: list
+    net: FactorizationNet
+    n_iter: int
+    converged: bool
+    error_at_init: float
+    running: dict | None = None
+    solver_state: dict | None = None
+
+
+def run_stage(
+    X,
+    Ws,
+    Hs,
+    solver: Solver,
+    stage: Stage,
+    *,
+    update_H: bool = True,
+    running: dict | None = None,
+    solver_state: dict | None = None,
+) -> StageResult:
+    """Run one stage (a fit, a layer's pretraining, an encoding) in a skorch net.
+
+    Returns the factors after the stage; the net keeps the history and no
+    data-sized tensor (the module's codes are emptied).
+    """
+    Ws = [solver.codes_layout(W) for W in Ws]
+    module = DeepFactorChain(Ws, Hs)
+    with torch.no_grad():
+        sq = None
+        if solver.problem.beta == 2.0 and solver.problem.loss == "layer":
+            from .divergence import squared_norm
+
+            sq = squared_norm(X)
+        _, terms = objective(X, Ws, Hs, solver.problem, sq_norm_X=sq)
+    error0 = error_of(solver.problem.weights, terms)
+    stopper = ToleranceStopping(stage.tol, error0, stage.check_every)
+    callbacks = [("tolerance", stopper)]
+    if stage.verbose:
+        from skorch.callbacks import ProgressBar
+
+        callbacks.append(("progress", ProgressBar()))
+    callbacks += [(f"user_{i}", cb) for i, cb in enumerate(stage.callbacks)]
+    quiet = {} if stage.verbose else {"callbacks__print_log": None}
+    net = FactorizationNet(
+        module,
+        solver=solver,
+        update_H=update_H,
+        n_total=X.shape[0],
+        forget_factor=stage.forget_factor,
+        running=running,
+        solver_state=solver_state,
+        loss_every=stage.check_every,
+        max_epochs=stage.max_epochs,
+        batch_size=-1 if stage.batch_size is None else stage.batch_size,
+        train_split=None,
+        iterator_train=RowBatchIterator,
+        iterator_train__shuffle=stage.shuffle,
+        iterator_train__generator=stage.generator,
+        callbacks=callbacks,
+        device=X.device,
+        verbose=int(stage.verbose),
+        **quiet,
+    )
+    net.fit(FactorDataset(X))
+    Ws = [W.detach() for W in net.module_.W]
+    Hs = [H.detach().clone() for H in net.module_.H]
+    net.module_.drop_codes()
+    return StageResult(
+        Ws,
+        Hs,
+        net,
+        len(net.history),
+        stopper.converged_,
+        error0,
+        net.running_,
+        net.solver_state_,
+    )

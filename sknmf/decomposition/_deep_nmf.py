@@ -1,15 +1,21 @@
-"""DeepNMF: the scikit-learn facade over the tensor solvers and skorch nets."""
+"""DeepNMF and deep_nmf: the scikit-learn facade over the stages of :mod:`sknmf._torch`.
+
+Parameters are validated here and turned into a
+:class:`~sknmf._torch.objective.Problem` and loop settings; the numerical work
+is the stages' (:mod:`sknmf._torch.stages`), each a skorch net run.
+"""
 
 from __future__ import annotations
 
 import copy
-import numbers
+import math
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from skorch.callbacks import Callback
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -21,29 +27,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from .._torch.divergence import beta_divergence, beta_loss_to_float
-from .._torch.hals import hals_solve_W
-from .._torch.init import constant_codes, initialize_nmf
-from .._torch.modules import DeepFactorChain
-from .._torch.nets import (
-    FactorDataset,
-    FactorizationNet,
-    RowBatchIterator,
-    ToleranceStopping,
-)
+from .._torch.init import initialize_nmf
+from .._torch.nets import Stage
+from .._torch.objective import Problem, Regularization, chain, normalize_rows
+from .._torch.solvers import SOLVERS, auto_solver, make_solver
 from .._torch.sparse import CSRMatrix
-from .._torch.updates import (
-    Regularization,
-    chain,
-    mm_exponents,
-    mu_apply,
-    mu_epoch,
-    mu_num_den,
-    normalize_rows,
-    objective,
-)
+from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
+from ._ranks import check_ranks
 
-_SOLVERS = {"auto", "mu", "hals", "adam"}
+_SOLVERS = {"auto", *SOLVERS}
 
 
 class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -277,6 +270,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self._fit(X, W, H)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, W=None, H=None):
         """Fit, then return the codes of ``X`` as :meth:`transform` computes them.
 
@@ -291,173 +285,116 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         codes : ndarray of shape (n_samples, n_components_)
             Identical to ``fit(X).transform(X)``.
         """
-        return self.fit(X, W=W, H=H)._fit_codes_
+        X, Xt = self._fit(X, W, H)
+        return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
 
     def _fit(self, X, W, H):
-        for name in ("_A", "_B", "n_steps_"):
+        """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
+        for name in ("_running", "_solver_state", "n_steps_"):
             self.__dict__.pop(name, None)
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape)
-        beta = beta_loss_to_float(self.beta_loss)
-        self._check_zeros(X, beta)
-        device = check_device(self.device)
-        solver = self._resolved_solver(beta)
+        beta = self._check_beta(X)
+        Xt = _to_tensor(X, check_device(self.device))
         seed = seed_from_random_state(self.random_state)
         gen = make_generator(seed)
-        Xt = _to_tensor(X, device)
         n_samples, n_features = X.shape
-        widths = [n_features, *ranks[:-1]]
-        reg = Regularization(n_samples, widths, *self._alphas(), self.l1_ratio)
-        custom = self._check_custom(W, H, X, ranks) if self.init == "custom" else None
-        init = None if self.init == "custom" else self.init
         L = len(ranks)
-        pre_iter = self.max_iter if L == 1 else self.pretrain_max_iter
-        if pre_iter is None:
-            pre_iter = self.max_iter
+        batched = self.batch_size is not None
+        reg = Regularization(
+            n_samples, [n_features, *ranks[:-1]], *self._alphas(), self.l1_ratio
+        )
+        problem = Problem(beta, self.loss, [1.0] * L, reg)
+        self._check_solver_options(problem, batched)
+        custom = self._check_custom(W, H, X, ranks)
 
-        # Layer-wise pretraining: each layer an NMF of the codes above it.
-        Ws, Hs = [], []
-        target = Xt
-        self.pretrain_histories_ = []
-        for l, r in enumerate(ranks):
+        def init_layer(l, target):
             if custom is not None:
-                W_l, H_l = custom[0][l], custom[1][l]
-            else:
-                W_l, H_l = initialize_nmf(target, r, init, gen)
-            layer_reg = Regularization(
-                n_samples, [widths[l]], *self._alphas(), self.l1_ratio
-            )
-            if pre_iter > 0:
-                (W_l,), (H_l,), net, _ = self._train(
-                    target,
-                    [W_l],
-                    [H_l],
-                    beta,
-                    "layer",
-                    [1.0],
-                    layer_reg,
-                    solver,
-                    pre_iter,
-                    seed + l,
-                )
-                self.pretrain_histories_.append(net.history)
-            if L > 1:
-                W_l, H_l = normalize_rows(W_l, H_l)
-            Ws.append(W_l)
-            Hs.append(H_l)
-            target = W_l
+                return custom[0][l], custom[1][l]
+            return initialize_nmf(target, ranks[l], self.init, gen)
 
-        self.n_iter_ = len(net.history) if (L == 1 and pre_iter > 0) else 0
-        self.net_ = net if (L == 1 and pre_iter > 0) else None
+        epochs = self.max_epochs if self.max_epochs is not None else self.max_iter
+        pre = self.pretrain_max_iter if L > 1 else None
+        pre = epochs if pre is None else pre
+        stages = [self._stage(pre, seed + l) if pre > 0 else None for l in range(L)]
+        Ws, Hs, results = pretrain(
+            Xt,
+            ranks,
+            init_layer,
+            problem,
+            self.solver,
+            stages,
+            batched=batched,
+            lr=self.lr,
+        )
+        self.pretrain_histories_ = [r.net.history for r in results]
+        for r in results:
+            self._warn_unconverged(r)
         if L > 1:
-            with torch.no_grad():
-                _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * L)
+            terms = layer_terms_of(Xt, Ws, Hs, beta)
             self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
-            weights = self._weights(terms)
-        else:
-            weights = self._weights(None)
-        if L > 1:
-            # HALS solves one layer; the coupled deep objective uses MM updates.
-            joint = "mu" if solver == "hals" else solver
-            Ws, Hs, net, n_iter = self._train(
+            problem.weights = self._weights(terms)
+            res = fine_tune(
                 Xt,
                 Ws,
                 Hs,
-                beta,
-                self.loss,
-                weights,
-                reg,
-                joint,
-                self.max_iter,
-                seed + L,
+                problem,
+                self.solver,
+                self._stage(epochs, seed + L),
+                batched=batched,
+                lr=self.lr,
             )
-            self.net_, self.n_iter_ = net, n_iter
-        self.layer_weights_ = np.asarray(weights, dtype=np.float64)
-        self._solver = solver
-        self._store(Xt, Ws, Hs, beta, X.dtype)
+            self._warn_unconverged(res)
+            Ws, Hs = res.Ws, res.Hs
+            results = [res]
+        last = results[-1] if results else None
+        self.net_ = last.net if last is not None else None
+        self.history_ = self.net_.history if last is not None else None
+        self.n_iter_ = last.n_iter if last is not None else 0
+        self.layer_weights_ = np.asarray(problem.weights, dtype=np.float64)
+        self._beta = beta
+        self._solver = self.solver
+        self._store_weights(Hs, X.dtype)
+        self._store_errors(Xt, Ws, Hs)
         if L == 1:
-            # The one layer's pretraining is its whole fit.
             self.pretrain_layer_errors_ = list(self.layer_errors_)
-        # transform(X), on the tensor already built (and X already validated).
         if isinstance(Xt, CSRMatrix):
             Xt = Xt.without_transpose()
-        codes = self._solve_codes(Xt, beta)[-1]
-        self._fit_codes_ = codes.cpu().numpy().astype(X.dtype, copy=False)
-        return self
+        return X, Xt
 
-    def _train(self, X, Ws, Hs, beta, loss, weights, reg, solver, max_iter, seed):
-        """Run one training stage in a skorch net; returns the trained factors."""
-        if solver == "hals":
-            # HALS sweeps a component (a column of W) at a time: column-major W
-            # makes each one contiguous, with no copy per step.
-            Ws = [W.T.contiguous().T for W in Ws]
-        module = DeepFactorChain(Ws, Hs, beta, loss, weights)
-        # The initial error is set once the net exists (it keeps ||X||^2).
-        stopper = ToleranceStopping(self.tol, None)
-        callbacks = [("tolerance", stopper)]
-        if self.verbose:
-            from skorch.callbacks import ProgressBar
-
-            callbacks.append(("progress", ProgressBar()))
-        for i, cb in enumerate(copy.deepcopy(self.callbacks or [])):
-            callbacks.append((f"user_{i}", cb))
-        epochs = max_iter
-        if self.batch_size is not None or solver == "adam":
-            epochs = self.max_epochs if self.max_epochs is not None else max_iter
-        n = X.shape[0]
-        device = X.device
-        quiet = {} if self.verbose else {"callbacks__print_log": None}
-        net = FactorizationNet(
-            module,
-            solver=solver,
-            reg=reg,
-            n_total=n,
+    def _stage(self, epochs, seed, **changes) -> Stage:
+        """Loop settings of a training stage from the parameters."""
+        batched = self.batch_size is not None
+        settings = dict(
             max_epochs=epochs,
-            batch_size=-1 if self.batch_size is None else self.batch_size,
-            lr=self.lr,
-            optimizer=torch.optim.Adam,
-            train_split=None,
-            iterator_train=RowBatchIterator,
-            iterator_train__shuffle=self.batch_size is not None,
-            iterator_train__generator=make_generator(seed),
-            callbacks=callbacks,
-            device=device,
+            tol=self.tol,
+            batch_size=self.batch_size,
+            shuffle=batched,
+            generator=make_generator(seed),
+            forget_factor=self.forget_factor if batched else None,
             verbose=int(self.verbose),
-            **quiet,
+            callbacks=self._user_callbacks(),
         )
-        with torch.no_grad():
-            # Only the scale of the stopping test: Gram form for Frobenius.
-            gram = beta == 2.0 and loss == "layer"
-            _, terms = objective(
-                X,
-                list(module.W),
-                list(module.H),
-                beta,
-                loss,
-                weights,
-                sq_norm_X=net.sq_norm(X) if gram else None,
-            )
-        stopper.error_at_init = _error(weights, terms)
-        net.fit(FactorDataset(X))
-        n_iter = len(net.history)
-        if self.tol > 0 and not stopper.converged_ and n_iter >= epochs:
+        settings.update(changes)
+        return Stage(**settings)
+
+    def _warn_unconverged(self, result) -> None:
+        net = result.net
+        if self.tol > 0 and not result.converged and result.n_iter >= net.max_epochs:
             warnings.warn(
-                f"Maximum number of iterations {epochs} reached. Increase it to "
-                "improve convergence.",
+                f"Maximum number of iterations {net.max_epochs} reached. Increase "
+                "it to improve convergence.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        Ws = [W.detach().clone() for W in module.W]
-        Hs = [H.detach().clone() for H in module.H]
-        return Ws, Hs, net, n_iter
 
     # ------------------------------------------------------------ transform
     def transform(self, X):
         """Codes of ``X`` with every ``Hl`` fixed.
 
         Solves the fitted objective for the codes only, from a deterministic start
-        (layer by layer from constant codes, then jointly), with ``max_iter`` and
-        ``tol`` as in :meth:`fit`.
+        (layer by layer, then jointly), in the same skorch loop as :meth:`fit`
+        with ``max_iter`` and ``tol``.
 
         Parameters
         ----------
@@ -469,76 +406,25 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             ``WL``, in the dtype of ``X``.
         """
         check_is_fitted(self)
-        X, _, W = self._encode(X)
-        return W.cpu().numpy().astype(X.dtype, copy=False)
-
-    def _encode(self, X):
-        """Validated ``X``, its tensor, and its deepest codes."""
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         Xt = _to_tensor(X, check_device(self.device))
-        return X, Xt, self._solve_codes(Xt, self._beta)[-1]
+        return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
 
-    def _solve_codes(self, Xt, beta, max_iter=None):
-        max_iter = self.max_iter if max_iter is None else max_iter
-        Hs = [torch.as_tensor(H, device=Xt.device).to(_dtype(Xt)) for H in self._H]
-        n_samples = Xt.shape[0]
+    def _encode_tensor(self, Xt, starts=None) -> list:
+        """Codes ``[W1, ..., WL]`` of a validated ``X`` tensor."""
+        dtype = Xt.dtype
+        Hs = [torch.as_tensor(H, device=Xt.device).to(dtype) for H in self.layer_components_]
         widths = [self.n_features_in_, *[H.shape[0] for H in Hs[:-1]]]
-        reg = Regularization(n_samples, widths, *self._alphas(), self.l1_ratio)
-        L = len(Hs)
-        Ws, target = [], Xt
-        mean = _mean(Xt)
-        hals = getattr(self, "_solver", "mu") == "hals"
-        for l, H in enumerate(Hs):
-            # HALS starts from the clipped least-squares codes (about half the
-            # sweeps of a constant start); multiplicative updates cannot leave
-            # the zeros of such a start, so they start from constant codes.
-            W = None if hals else constant_codes(n_samples, H.shape[0], mean, H)
-            layer_reg = Regularization(
-                n_samples, [widths[l]], *self._alphas(), self.l1_ratio
-            )
-            if hals:
-                W, _ = hals_solve_W(
-                    target,
-                    H,
-                    W,
-                    max_iter=max_iter,
-                    tol=self.tol,
-                    l1_reg_W=layer_reg.l1_W[0],
-                    l2_reg_W=layer_reg.l2_W[0],
-                )
-            else:
-                W = _solve_layer_codes(
-                    target, W, H, beta, layer_reg, max_iter, self.tol
-                )
-            Ws.append(W)
-            target = W
-            mean = W.mean()
-        if L > 1:
-            weights = list(self.layer_weights_)
-            caches = [{} for _ in range(L)]
-            _, terms = objective(Xt, Ws, Hs, beta, self.loss, weights)
-            error0 = _error(weights, terms)
-            previous = error0
-            for it in range(1, max_iter + 1):
-                mu_epoch(
-                    Xt,
-                    Ws,
-                    Hs,
-                    beta=beta,
-                    loss=self.loss,
-                    weights=weights,
-                    reg=reg,
-                    update_H=False,
-                    caches=caches,
-                )
-                if self.tol > 0 and it % 10 == 0:
-                    _, terms = objective(Xt, Ws, Hs, beta, self.loss, weights)
-                    error = _error(weights, terms)
-                    if (previous - error) / max(error0, 1e-300) < self.tol:
-                        break
-                    previous = error
-        return Ws
+        reg = Regularization(Xt.shape[0], widths, *self._alphas(), self.l1_ratio)
+        problem = Problem(self._beta, self.loss, list(self.layer_weights_), reg)
+        stage = Stage(
+            max_epochs=self.max_iter,
+            tol=self.tol,
+            verbose=int(self.verbose),
+            callbacks=self._user_callbacks(),
+        )
+        return encode(Xt, Hs, problem, self._solver, stage, starts=starts)
 
     def inverse_transform(self, X):
         """Map codes back to data space: ``X @ components_``.
@@ -572,124 +458,140 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         score : float
         """
         check_is_fitted(self)
-        X, Xt, W = self._encode(X)
+        X = self._validate_input(X, reset=False)
+        self._check_zeros(X, self._beta)
+        Xt = _to_tensor(X, check_device(self.device))
+        W = self._encode_tensor(Xt)[-1]
         comp = torch.as_tensor(self.components_, device=W.device).to(W.dtype)
         loss = beta_divergence(Xt, W, comp, self._beta)
         return -float(loss) / X.shape[0]
 
     # ----------------------------------------------------------- partial_fit
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, W=None, H=None):
         """Update the model with one mini-batch (online learning).
 
-        The codes of the batch are solved with the weights fixed, then each
-        ``Hl`` takes one step on running statistics of all batches seen, weighted
-        by ``forget_factor``: block coordinate descent for the Frobenius loss
-        (Mairal et al. 2010), the online multiplicative update otherwise
-        (Lefèvre et al. 2011, as in :class:`sklearn.decomposition.MiniBatchNMF`).
-        The first call initialises the model on its batch.
+        The codes of the batch are solved with the weights fixed (as
+        :meth:`transform` does), then the weights take one step of the online
+        rule on running statistics of all batches seen, weighted by
+        ``forget_factor``: block coordinate descent for ``solver="hals"``
+        (Mairal et al. 2010), the online multiplicative update for
+        ``solver="mu"`` (Lefèvre et al. 2011, as in
+        :class:`sklearn.decomposition.MiniBatchNMF`), a projected Adam step
+        for ``solver="adam"``; ``"auto"`` is ``"hals"`` for the Frobenius loss,
+        ``"mu"`` otherwise. ``batch_size`` splits ``X`` into several such steps
+        and ``max_epochs`` passes over it (default one). The first call
+        initialises the model on its batch.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : Ignored
+        W : array-like or list of array-like, default=None
+            With ``init="custom"``, first call only: the start of the batch's
+            codes (``W1`` or ``[W1, ..., WL]``).
+        H : array-like or list of array-like, default=None
+            With ``init="custom"``, first call only (required then): the initial
+            weights.
 
         Returns
         -------
         self : DeepNMF
         """
-        first = not hasattr(self, "components_")
-        if not first and not hasattr(self, "_A"):
-            # Fitted by fit(): continue online from its weights.
-            self._A = [None] * len(self._H)
-            self._B = [None] * len(self._H)
-            self.n_steps_ = 0
+        first = not hasattr(self, "n_steps_")
         if first:
             self._validate_params()
-            X = self._validate_input(X, reset=True)
-        else:
-            X = self._validate_input(X, reset=False)
-        beta = beta_loss_to_float(self.beta_loss)
-        self._check_zeros(X, beta)
-        device = check_device(self.device)
-        Xt = _to_tensor(X, device)
+        X = self._validate_input(X, reset=first)
+        n_samples, n_features = X.shape
+        Xt = _to_tensor(X, check_device(self.device))
         if first:
-            ranks = self._check_ranks(X.shape, for_partial_fit=True)
-            gen = make_generator(seed_from_random_state(self.random_state))
-            Hs, target = [], Xt
-            init = self.init if self.init != "custom" else None
-            for r in ranks:
-                if init in (None, "nndsvd", "nndsvda", "nndsvdar") and r > min(
-                    target.shape
-                ):
-                    init_l = "random"
+            ranks = self._check_ranks(X.shape)
+            beta = self._check_beta(X)
+            problem = self._online_problem(beta, ranks, n_samples)
+            self._check_solver_options(problem, batched=True, online=True)
+            seed = seed_from_random_state(self.random_state)
+            gen = make_generator(seed)
+            custom = self._check_custom(W, H, X, ranks, online=True)
+            Ws0, Hs, target = [], [], Xt
+            for l, r in enumerate(ranks):
+                if custom is not None:
+                    W_l, H_l = custom[0][l], custom[1][l]
                 else:
-                    init_l = init
-                W_l, H_l = initialize_nmf(target, r, init_l, gen)
+                    W_l, H_l = initialize_nmf(target, r, self.init, gen)
                 if len(ranks) > 1:
                     W_l, H_l = normalize_rows(W_l, H_l)
+                Ws0.append(W_l)
                 Hs.append(H_l)
                 target = W_l
+            terms = layer_terms_of(Xt, Ws0, Hs, beta) if len(ranks) > 1 else None
+            self.layer_weights_ = np.asarray(self._weights(terms), dtype=np.float64)
             self._beta = beta
-            self._solver = "hals" if beta == 2.0 else "mu"
-            self.layer_weights_ = np.ones(len(ranks))
-            self._A = [None] * len(ranks)
-            self._B = [None] * len(ranks)
+            self._solver = self._online_solver(problem)
+            self._seed = seed
+            self._running = None
+            self._solver_state = None
             self.n_steps_ = 0
-            self._H = [H.cpu().numpy() for H in Hs]
-            self._set_components(X.dtype)
-        Hs = [torch.as_tensor(H, device=device).to(_dtype(Xt)) for H in self._H]
-        Ws = self._solve_codes(Xt, beta, max_iter=min(self.max_iter, 50))
-        _, _, gamma = mm_exponents(beta)
-        n_samples = X.shape[0]
-        rho = self.forget_factor
-        alphas = self._alphas()
-        for l in range(len(Hs)):
-            T = Xt if l == 0 else Ws[l - 1]
-            if beta == 2.0:
-                Hs[l] = self._online_hals_step(l, T, Ws[l], Hs[l], n_samples)
-                continue
-            num, den = mu_num_den(T, Ws[l], Hs[l], None, beta)
-            den = den + n_samples * alphas[1] * self.l1_ratio
-            den = den + n_samples * alphas[1] * (1 - self.l1_ratio) * Hs[l]
-            num = num * Hs[l] ** (1.0 / gamma)
-            A = num if self._A[l] is None else rho * self._A[l] + num
-            B = den if self._B[l] is None else rho * self._B[l] + den
-            self._A[l], self._B[l] = A, B
-            H_new = (A / B.clamp_min(1e-30)) ** gamma
-            if len(Hs) > 1:
-                H_new = H_new / H_new.sum(1, keepdim=True).clamp_min(1e-30)
-            Hs[l] = H_new
-        self._H = [H.cpu().numpy() for H in Hs]
+            self._store_weights(Hs, X.dtype)
+            starts = custom[0] if custom is not None and W is not None else None
+        else:
+            self._check_zeros(X, self._beta)
+            if W is not None or H is not None:
+                raise ValueError(
+                    "W and H are only used by the first call to partial_fit (with "
+                    "init='custom'); the model is already initialised."
+                )
+            starts = None
+        ranks = tuple(H_l.shape[0] for H_l in self.layer_components_)
+        problem = self._online_problem(self._beta, ranks, n_samples)
+        problem.weights = list(self.layer_weights_)
+        Hs = [
+            torch.as_tensor(H_l, device=Xt.device).to(Xt.dtype)
+            for H_l in self.layer_components_
+        ]
+        encode_stage = Stage(
+            max_epochs=self.max_iter,
+            tol=self.tol,
+            verbose=int(self.verbose),
+            callbacks=self._user_callbacks(),
+        )
+        update_stage = Stage(
+            max_epochs=self.max_epochs if self.max_epochs is not None else 1,
+            tol=0.0,
+            batch_size=self.batch_size,
+            shuffle=self.batch_size is not None,
+            generator=make_generator(self._seed + 1 + self.n_steps_),
+            forget_factor=self.forget_factor,
+            verbose=int(self.verbose),
+            callbacks=self._user_callbacks(),
+        )
+        res = online_step(
+            Xt,
+            Hs,
+            problem,
+            self._solver,
+            encode_stage,
+            update_stage,
+            running=self._running,
+            solver_state=self._solver_state,
+            lr=self.lr,
+            starts=starts,
+        )
+        self._running = res.running
+        self._solver_state = res.solver_state
         self.n_steps_ += 1
-        self._set_components(X.dtype)
+        self._store_weights(res.Hs, X.dtype)
         return self
 
-    def _online_hals_step(self, l, T, W, H, n_samples, n_sweeps=10):
-        """Frobenius: block coordinate descent on ``H`` with running statistics.
+    def _online_problem(self, beta, ranks, n_samples) -> Problem:
+        # The penalties of a batch are scaled by its own number of rows, as in
+        # scikit-learn's MiniBatchNMF.
+        widths = [self.n_features_in_, *ranks[:-1]]
+        reg = Regularization(n_samples, widths, *self._alphas(), self.l1_ratio)
+        return Problem(beta, self.loss, [1.0] * len(ranks), reg)
 
-        ``A = Σ ρ^age WᵀW`` and ``B = Σ ρ^age WᵀT`` summarise every batch seen
-        (Mairal et al. 2010); each row of ``H`` then has a closed-form update.
-        """
-        rho = self.forget_factor
-        G = W.T @ W
-        R = W.T @ T if not isinstance(T, CSRMatrix) else T.tmatmul(W).T
-        A = G if self._A[l] is None else rho * self._A[l] + G
-        B = R if self._B[l] is None else rho * self._B[l] + R
-        self._A[l], self._B[l] = A, B
-        alpha_H = self._alphas()[1]
-        l1 = n_samples * alpha_H * self.l1_ratio
-        l2 = n_samples * alpha_H * (1.0 - self.l1_ratio)
-        H = H.clone()
-        for _ in range(n_sweeps):
-            for j in range(H.shape[0]):
-                denom = float(A[j, j]) + l2
-                if denom <= 0:
-                    continue
-                grad = A[j] @ H - B[j] + l1 + l2 * H[j]
-                H[j] = (H[j] - grad / denom).clamp_min(0)
-        if len(self._H) > 1:
-            H = H / H.sum(1, keepdim=True).clamp_min(1e-30)
-        return H
+    def _online_solver(self, problem) -> str:
+        if self.solver == "auto":
+            return auto_solver(problem, batched=False)
+        return self.solver
 
     # -------------------------------------------------------------- helpers
     def _validate_input(self, X, reset):
@@ -703,33 +605,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_non_negative(X, f"{type(self).__name__} (input X)")
         return X
 
-    def _check_ranks(self, shape, for_partial_fit=False):
-        n_samples, n_features = shape
+    def _check_ranks(self, shape):
         nc = self.n_components
-        if nc is None:
-            ranks = (n_features,)
-        elif isinstance(nc, numbers.Integral):
-            ranks = (int(nc),)
-        else:
-            try:
-                ranks = tuple(nc)
-            except TypeError as exc:  # pragma: no cover - caught by validation
-                raise TypeError(
-                    f"n_components must be an int or a sequence of ints, got {nc!r}."
-                ) from exc
-            if len(ranks) == 0:
-                raise ValueError("n_components is an empty sequence; give >= 1 rank.")
-            for r in ranks:
-                if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1:
-                    raise ValueError(
-                        f"n_components must hold positive integers, got {nc!r}."
-                    )
-            ranks = tuple(int(r) for r in ranks)
-            if any(b > a for a, b in zip(ranks, ranks[1:])):
-                raise ValueError(
-                    f"n_components={nc!r} increases; the ranks of the layers must "
-                    "be non-increasing, e.g. (64, 32, 16)."
-                )
+        ranks = (shape[1],) if nc is None else check_ranks(nc)
         if self.layer_weights is not None:
             lw = np.asarray(self.layer_weights, dtype=float).ravel()
             if (
@@ -741,56 +619,94 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                     f"layer_weights must hold {len(ranks)} positive finite numbers "
                     f"(one per layer), got {self.layer_weights!r}."
                 )
+        if len(ranks) == 1 and self.pretrain_max_iter is not None:
+            raise ValueError(
+                "pretrain_max_iter sets the pretraining of the layers of a deep "
+                f"model; n_components={nc!r} has one layer, whose training "
+                "max_epochs (or max_iter) sets. Leave pretrain_max_iter=None."
+            )
         return ranks
+
+    def _check_beta(self, X) -> float:
+        beta = beta_loss_to_float(self.beta_loss)
+        self._check_zeros(X, beta)
+        return beta
 
     def _check_zeros(self, X, beta):
         if beta > 0:
             return
         xmin = X.data.min() if sp.issparse(X) and X.nnz else X.min()
         has_zero = (sp.issparse(X) and X.nnz < X.shape[0] * X.shape[1]) or xmin == 0
-        if beta <= 0 and has_zero:
+        if has_zero:
             raise ValueError(
                 "When beta_loss <= 0 and X contains zeros, the solver may diverge. "
                 "Please add small values to X, or use a positive beta_loss."
             )
 
-    def _resolved_solver(self, beta):
-        if self.solver == "auto":
-            if self.batch_size is not None:
-                return "adam"
-            return "hals" if beta == 2.0 else "mu"
-        if self.solver == "hals" and (beta != 2.0 or self.batch_size is not None):
+    def _check_solver_options(self, problem, batched, online=False):
+        """Raise where the solver cannot run, or a parameter would be ignored."""
+        name = self._online_solver(problem) if online else self.solver
+        make_solver(name, problem, batched=batched, lr=self.lr)
+        resolved = auto_solver(problem, batched=batched) if name == "auto" else name
+        if resolved != "adam" and self.lr != 1e-2:
             raise ValueError(
-                "solver='hals' minimises the Frobenius loss on full batches; got "
-                f"beta_loss={self.beta_loss!r}, batch_size={self.batch_size!r}. "
-                "Use solver='mu' (any beta) or solver='adam' (mini-batches)."
+                f"lr={self.lr!r} is the step of solver='adam'; the solver here is "
+                f"{resolved!r}, which has no step size. Use solver='adam' or "
+                "leave lr at its default."
             )
-        return self.solver
 
     def _alphas(self):
         alpha_H = self.alpha_W if self.alpha_H == "same" else self.alpha_H
         return float(self.alpha_W), float(alpha_H)
 
-    def _check_custom(self, W, H, X, ranks):
-        if W is None or H is None:
-            raise ValueError("init='custom' needs both W and H passed to fit.")
+    def _user_callbacks(self) -> list:
+        callbacks = copy.deepcopy(self.callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    "callbacks must be a list of skorch.callbacks.Callback "
+                    f"instances; got {cb!r}."
+                )
+        return callbacks
+
+    def _check_custom(self, W, H, X, ranks, online=False):
+        if self.init != "custom":
+            if W is not None or H is not None:
+                warnings.warn(
+                    "When init!='custom', provided W or H are ignored. Set "
+                    "init='custom' to use them as initialization.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return None
+        if H is None or (W is None and not online):
+            raise ValueError(
+                "init='custom' needs both W and H passed to fit (partial_fit: H, "
+                "and optionally W)."
+            )
         L = len(ranks)
-        W_list = list(W) if isinstance(W, (list, tuple)) else [W]
+        n_samples, n_features = X.shape
+        widths = [n_features, *ranks[:-1]]
         H_list = list(H) if isinstance(H, (list, tuple)) else [H]
+        if W is None:
+            W_list = [None] * L
+        else:
+            W_list = list(W) if isinstance(W, (list, tuple)) else [W]
         if len(W_list) != L or len(H_list) != L:
             raise ValueError(
                 f"init='custom' with {L} layer(s) needs {L} W and {L} H arrays, got "
                 f"{len(W_list)} and {len(H_list)}."
             )
-        n_samples, n_features = X.shape
-        dtype = X.dtype
+        device = check_device(self.device)
         out_W, out_H = [], []
-        widths = [n_features, *ranks[:-1]]
         for l in range(L):
-            for name, A, shape in (
-                (f"W[{l}]" if L > 1 else "W", W_list[l], (n_samples, ranks[l])),
-                (f"H[{l}]" if L > 1 else "H", H_list[l], (ranks[l], widths[l])),
+            for name, A, shape, out in (
+                (f"W[{l}]" if L > 1 else "W", W_list[l], (n_samples, ranks[l]), out_W),
+                (f"H[{l}]" if L > 1 else "H", H_list[l], (ranks[l], widths[l]), out_H),
             ):
+                if A is None:
+                    out.append(None)
+                    continue
                 A = np.asarray(A)
                 if A.shape != shape:
                     raise ValueError(
@@ -807,9 +723,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                         f"Array passed as {name} for init='custom' is all zeros; "
                         "multiplicative updates cannot leave zero."
                     )
-            device = check_device(self.device)
-            out_W.append(torch.tensor(np.array(W_list[l], dtype=dtype), device=device))
-            out_H.append(torch.tensor(np.array(H_list[l], dtype=dtype), device=device))
+                out.append(torch.tensor(np.array(A, dtype=X.dtype), device=device))
+        if W is None:
+            # partial_fit without W: the first codes come from the weights.
+            out_W = [
+                torch.zeros((n_samples, r), dtype=out_H[0].dtype, device=device)
+                for r in ranks
+            ]
         return out_W, out_H
 
     def _weights(self, terms):
@@ -824,25 +744,27 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         first = max(float(terms[0]), 1e-300)
         return [first / max(float(t), 1e-300) for t in terms]
 
-    def _store(self, Xt, Ws, Hs, beta, dtype):
-        self._beta = beta
-        self._H = [H.cpu().numpy() for H in Hs]
-        self._set_components(dtype)
-        with torch.no_grad():
-            comp = chain(Hs, 0, len(Hs))
-            self.reconstruction_err_ = _sqrt2(beta_divergence(Xt, Ws[-1], comp, beta))
-            if len(Ws) == 1:
-                self.layer_errors_ = [self.reconstruction_err_]
-            else:
-                _, terms = objective(Xt, Ws, Hs, beta, "layer", [1.0] * len(Ws))
-                self.layer_errors_ = [_sqrt2(t) for t in terms]
-        self.history_ = self.net_.history if self.net_ is not None else None
-
-    def _set_components(self, dtype):
-        Hs = [torch.as_tensor(H) for H in self._H]
+    def _store_weights(self, Hs, dtype):
+        """The fitted weights: ``layer_components_`` and their product."""
+        Hs = [H.detach().cpu() for H in Hs]
         self.layer_components_ = [H.numpy().astype(dtype, copy=False) for H in Hs]
         self.components_ = chain(Hs, 0, len(Hs)).numpy().astype(dtype, copy=False)
         self.n_components_ = self.components_.shape[0]
+
+    def _store_errors(self, Xt, Ws, Hs):
+        with torch.no_grad():
+            comp = chain(Hs, 0, len(Hs))
+            err = _sqrt2(float(beta_divergence(Xt, Ws[-1], comp, self._beta)))
+            self.reconstruction_err_ = err
+            if len(Ws) == 1:
+                self.layer_errors_ = [err]
+            else:
+                terms = layer_terms_of(Xt, Ws, Hs, self._beta)
+                self.layer_errors_ = [_sqrt2(t) for t in terms]
+
+    @staticmethod
+    def _to_numpy(W, dtype):
+        return W.cpu().numpy().astype(dtype, copy=False)
 
     @property
     def _n_features_out(self):
@@ -854,25 +776,6 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-def _solve_layer_codes(T, W, H, beta, reg, max_iter, tol):
-    """Codes of one layer ``T ≈ W H`` with ``H`` fixed (scikit-learn's mu transform)."""
-    _, _, gamma = mm_exponents(beta)
-    cache = {}
-    error0 = _sqrt2(beta_divergence(T, W, H, beta))
-    previous = error0
-    for it in range(1, max_iter + 1):
-        num, den = mu_num_den(T, None, W, H, beta, cache)
-        W = mu_apply(W, num, den, gamma, reg.l1_W[0], reg.l2_W[0])
-        if beta < 1:
-            W = torch.where(W < 2.220446049250313e-16, torch.zeros_like(W), W)
-        if tol > 0 and it % 10 == 0:
-            error = _sqrt2(beta_divergence(T, W, H, beta))
-            if (previous - error) / max(error0, 1e-300) < tol:
-                break
-            previous = error
-    return W
 
 
 def _check_codes(X, n_components):
@@ -912,22 +815,8 @@ def _to_tensor(X, device):
         return torch.from_numpy(X)
 
 
-def _dtype(Xt):
-    return Xt.dtype
-
-
-def _mean(Xt):
-    if isinstance(Xt, CSRMatrix):
-        return Xt.sum() / (Xt.shape[0] * Xt.shape[1])
-    return Xt.mean()
-
-
-def _sqrt2(loss) -> float:
-    return float(torch.sqrt(2.0 * torch.as_tensor(loss).clamp_min(0.0)))
-
-
-def _error(weights, terms) -> float:
-    return _sqrt2(sum(w * t for w, t in zip(weights, terms)))
+def _sqrt2(loss: float) -> float:
+    return math.sqrt(2.0 * max(float(loss), 0.0))
 
 
 def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
@@ -968,10 +857,9 @@ def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
     ([(200, 12), (200, 4)], [(12, 64), (4, 12)])
     """
     model = DeepNMF(n_components, **params)
-    model.fit(X, W=W, H=H)
-    module = model.net_.module_ if model.net_ is not None else None
-    if module is None:
-        raise ValueError("deep_nmf needs max_iter >= 1 to train the factors.")
+    model._validate_params()
+    X, Xt = model._fit(X, W, H)
+    Ws = model._encode_tensor(Xt)
     dtype = model.components_.dtype
-    W_list = [W.detach().cpu().numpy().astype(dtype, copy=False) for W in module.W]
+    W_list = [model._to_numpy(W_l, dtype) for W_l in Ws]
     return W_list, list(model.layer_components_), model.n_iter_

@@ -1,4 +1,4 @@
-"""Frobenius NMF by accelerated HALS (hierarchical alternating least squares).
+"""Frobenius NMF by accelerated HALS (hierarchical alternating least squares): ``"hals"``.
 
 The objective, with scikit-learn's orientation (samples are rows) and its
 regularisation semantics, is::
@@ -24,7 +24,12 @@ a time, so the solver works on ``W.T`` (``k x n_samples``, each component
 contiguous) and on ``H`` (each component a contiguous row). A column-major
 ``W`` (``W.T.is_contiguous()``) is updated with no copy at all.
 
-This module is pure torch; it never imports scikit-learn. Nothing here calls
+:class:`HALSSolver` puts these blocks behind the solver protocol (one layer;
+the joint fine-tuning of a deep model is handed to the multiplicative
+updates); :func:`hals_step` is one outer iteration as a plain function and
+:func:`nnls_sweeps` the bare coordinate descent on codes for a fixed
+dictionary (the image codec's solver). This module is pure torch; it never
+imports scikit-learn. Nothing here calls
 numpy inside the loops (numpy's own BLAS threads would compete with torch's).
 
 References
@@ -37,13 +42,17 @@ ALS algorithms for nonnegative matrix factorization", Neural Computation 24(4),
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .sparse import CSRMatrix
+from ..divergence import squared_norm
+from ..objective import Problem
+from ..sparse import CSRMatrix
+from . import Solver, cached_squared_norm
 
-__all__ = ["frobenius_objective", "hals_solve_W", "hals_step", "squared_norm"]
+__all__ = ["HALSSolver", "frobenius_objective", "hals_step", "nnls_sweeps"]
 
 # At most 1 + _ALPHA * rho inner sweeps per block, stopping once a sweep moves the
 # factor by at most _DELTA times what the first sweep moved it. Gillis & Glineur
@@ -78,47 +87,6 @@ def _nnz(X) -> int:
     if X.layout == torch.sparse_coo:
         return int(X._nnz())
     return X.numel()
-
-
-def squared_norm(X) -> float:
-    """``||X||_F^2`` accumulated in float64, without a float64 copy of X.
-
-    ``torch.linalg.vector_norm(X, dtype=torch.float64)`` would first cast all of
-    a float32 X (twice its size in memory); this casts a block of rows at a time.
-
-    Parameters
-    ----------
-    X : Tensor or CSRMatrix of shape (n_samples, n_features)
-        Dense, ``torch.sparse_csr`` or :class:`~sknmf._torch.sparse.CSRMatrix`.
-
-    Returns
-    -------
-    value : float
-        The sum of the squared entries.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sknmf._torch.hals import squared_norm
-    >>> squared_norm(torch.tensor([[3.0, 4.0]]))
-    25.0
-    """
-    if isinstance(X, CSRMatrix):
-        vals = X.values
-    else:
-        vals = X.values() if _is_sparse(X) else X
-    vals = vals.reshape(-1) if vals.is_contiguous() else vals.flatten()
-    if vals.dtype == torch.float64:
-        return float(torch.linalg.vector_norm(vals)) ** 2
-    step = 1 << 20
-    total = 0.0
-    for start in range(0, vals.numel(), step):
-        chunk = vals[start : start + step]
-        total += float(torch.linalg.vector_norm(chunk, dtype=torch.float64)) ** 2
-    return total
-
-
-_sq_norm = squared_norm
 
 
 def _x_ht(X, H: Tensor) -> Tensor:
@@ -221,7 +189,9 @@ def _sweep(F: Tensor, Gs: Tensor, Rs: Tensor, buf: Tensor) -> None:
         torch.clamp(buf, min=0.0, out=f_t)
 
 
-def _sweeps(F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int) -> int:
+def _sweeps(
+    F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int, early_stop: bool = True
+) -> int:
     """Up to ``max_inner`` sweeps, stopping early as Gillis & Glineur do.
 
     The columns of ``F`` are independent given ``Gs`` and ``Rs`` (rows of W are
@@ -245,11 +215,11 @@ def _sweeps(F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int) -> int:
         pb = prev[:, : watched.shape[1]]
         first = None
         for it in range(1, max_inner + 1):
-            if it < max_inner:
+            if it < max_inner and early_stop:
                 pb.copy_(watched)
             _sweep(Fb, Gs, Rb, buf[:width])
-            if it == max_inner:
-                break
+            if it == max_inner or not early_stop:
+                continue
             pb.sub_(watched)
             change = float(torch.linalg.vector_norm(pb))
             if first is None:
@@ -357,46 +327,64 @@ def hals_step(
     True
     """
     _check(X, W, H)
-    n, p = X.shape
-    k = H.shape[0]
-    nnz = _nnz(X)
-    sparse = _is_sparse(X)
     Wt, copied = _rows_of(W)
     H_rows = H if H.is_contiguous() else H.contiguous()
-
-    if XHt is not None:
-        R = XHt.T
-    elif workspace is not None and not sparse:
-        R = torch.matmul(X, H_rows.T, out=_buffer(workspace, "XHt", (n, k), X)).T
-    else:
-        R = _x_ht(X, H_rows).T
-    G = H_rows @ H_rows.T
-    Rs = None if workspace is None else _buffer(workspace, "Rs", (k, n), X)
-    Gs, Rs = _scaled_system(G, R, l1_reg_W, l2_reg_W, out=Rs)
-    if not (compute_loss and not update_H):
-        del R
-    _sweeps(Wt, Gs, Rs, _n_inner(nnz, n, p, k, sparse))
-    del Rs
+    R, G = _update_codes(X, Wt, H_rows, l1_reg_W, l2_reg_W, workspace, XHt)
     if copied:
         W.copy_(Wt.T)
-
     if not update_H:
         if not compute_loss:
             return None
         # Gram form with the final W and the W block's own cross term X H^T.
         cross = float(torch.sum(R * Wt, dtype=torch.float64))
         return _half_sq_error(X, sq_norm_X, cross, Wt @ Wt.T, G)
-    C = _wt_x(X, Wt)
-    D = Wt @ Wt.T
-    Gs, Rs = _scaled_system(D, C, l1_reg_H, l2_reg_H)
-    _sweeps(H_rows, Gs, Rs, _n_inner(nnz, p, n, k, sparse))
+    del R
+    C, D = _wt_x(X, Wt), Wt @ Wt.T
+    n_inner = _n_inner(_nnz(X), X.shape[1], X.shape[0], H.shape[0], _is_sparse(X))
+    _update_weights(H_rows, C, D, l1_reg_H, l2_reg_H, n_inner)
     if H_rows is not H:
         H.copy_(H_rows)
     if not compute_loss:
         return None
-    H64 = H_rows.to(torch.float64)
-    cross = float(torch.vdot(C.to(torch.float64).flatten(), H64.flatten()))
-    return _half_sq_error(X, sq_norm_X, cross, D, H_rows @ H_rows.T)
+    return _half_sq_error(X, sq_norm_X, _cross(C, H_rows), D, H_rows @ H_rows.T)
+
+
+def _update_codes(X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None):
+    """The W block: sweeps of ``Wt`` (k x n, updated in place) for fixed ``H``.
+
+    Returns the cross term ``R = H X^T`` (k x n view) and ``G = H H^T``, which
+    the loss of a codes-only step reuses. ``system`` caches ``(G, R, Gs, Rs)``
+    across calls with the same ``H`` (transform).
+    """
+    n, k = X.shape[0], H_rows.shape[0]
+    sparse = _is_sparse(X)
+    if system is not None and "Gs" in system:
+        G, R, Gs, Rs = system["G"], system["R"], system["Gs"], system["Rs"]
+    else:
+        if XHt is not None:
+            R = XHt.T
+        elif workspace is not None and not sparse:
+            R = torch.matmul(X, H_rows.T, out=_buffer(workspace, "XHt", (n, k), X)).T
+        else:
+            R = _x_ht(X, H_rows).T
+        G = H_rows @ H_rows.T
+        Rs = None if workspace is None else _buffer(workspace, "Rs", (k, n), X)
+        Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
+        if system is not None:
+            system.update(G=G, R=R, Gs=Gs, Rs=Rs)
+    _sweeps(Wt, Gs, Rs, _n_inner(_nnz(X), n, X.shape[1], k, sparse))
+    return R, G
+
+
+def _update_weights(H_rows, C, D, l1, l2, n_inner) -> None:
+    """The H block: sweeps of ``H`` (in place) from ``C = W^T X``, ``D = W^T W``."""
+    Gs, Rs = _scaled_system(D, C, l1, l2)
+    _sweeps(H_rows, Gs, Rs, n_inner)
+
+
+def _cross(C: Tensor, H: Tensor) -> float:
+    """``<W^T X, H>`` in float64."""
+    return float(torch.vdot(C.to(torch.float64).flatten(), H.to(torch.float64).flatten()))
 
 
 def _buffer(ws: dict, name: str, shape: tuple, like) -> Tensor:
@@ -410,103 +398,11 @@ def _buffer(ws: dict, name: str, shape: tuple, like) -> Tensor:
 
 def _half_sq_error(X, sq_norm_X, cross: float, WtW: Tensor, HHt: Tensor) -> float:
     """``0.5 ||X - W H||^2 = 0.5 (||X||^2 - 2 <X, W H> + <W^T W, H H^T>)``."""
-    sq = _sq_norm(X) if sq_norm_X is None else float(sq_norm_X)
+    sq = squared_norm(X) if sq_norm_X is None else float(sq_norm_X)
     gram = float(
         torch.vdot(WtW.to(torch.float64).flatten(), HHt.to(torch.float64).flatten())
     )
     return 0.5 * max(sq - 2.0 * cross + gram, 0.0)
-
-
-def hals_solve_W(
-    X: Tensor,
-    H: Tensor,
-    W: Tensor | None,
-    *,
-    max_iter: int = 200,
-    tol: float = 1e-4,
-    l1_reg_W: float = 0.0,
-    l2_reg_W: float = 0.0,
-) -> tuple[Tensor, int]:
-    """Codes of ``X`` for fixed components ``H`` (the ``transform`` problem).
-
-    Solves ``min_{W >= 0} 0.5 ||X - W H||^2 + l1_reg_W ||W||_1 +
-    0.5 l2_reg_W ||W||^2`` by HALS sweeps from the given start. ``X @ H.T`` and
-    ``H @ H.T`` are computed once. An iteration is what the W block of
-    :func:`hals_step` does with them (several sweeps over the components, as
-    many as one product's cost buys, fewer once they stop moving W), so
-    ``max_iter`` means about what it means for the fit. It stops when an
-    iteration lowers the objective by less than ``tol`` times its previous
-    value, or after ``max_iter`` iterations.
-
-    Parameters
-    ----------
-    X : Tensor or CSRMatrix of shape (n_samples, n_features)
-        Nonnegative data, dense, ``torch.sparse_csr`` or ``CSRMatrix``.
-    H : Tensor of shape (k, n_features)
-        Fixed nonnegative components.
-    W : Tensor of shape (n_samples, k) or None
-        Start, updated in place. None starts from the least-squares codes
-        ``(X H^T - l1) (H H^T + l2 I)^+`` clipped at zero: deterministic, and
-        usually half the sweeps of a constant start, for one ``k x k``
-        eigendecomposition.
-    max_iter : int, default=200
-        Maximum number of iterations.
-    tol : float, default=1e-4
-        Relative decrease of the objective below which the solver stops.
-    l1_reg_W, l2_reg_W : float, default=0.0
-        Regularisation of the codes, scaled as scikit-learn scales them.
-
-    Returns
-    -------
-    W : Tensor of shape (n_samples, k)
-        The codes (the tensor passed in, updated in place, or a new one).
-    n_iter : int
-        Number of iterations done.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sknmf._torch.hals import hals_solve_W
-    >>> H = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
-    >>> X = torch.tensor([[2.0, 3.0, 5.0]], dtype=torch.float64)
-    >>> W, n_iter = hals_solve_W(X, H, torch.zeros(1, 2, dtype=torch.float64), tol=0)
-    >>> [round(v, 6) for v in W[0].tolist()]
-    [2.0, 3.0]
-    """
-    _check(X, W, H)
-    H_rows = H if H.is_contiguous() else H.contiguous()
-    G = H_rows @ H_rows.T
-    R = _x_ht(X, H_rows).T.contiguous()
-    if l1_reg_W:
-        R.sub_(l1_reg_W)
-    if W is None:
-        W = _least_squares_start(G, R, l2_reg_W)
-    Wt, copied = _rows_of(W)
-    Gs, Rs = _scaled_system(G, R, 0.0, l2_reg_W)
-    G2 = G.clone()
-    G2.diagonal().add_(l2_reg_W)
-    half_sq_norm_x = 0.5 * _sq_norm(X)
-
-    def objective() -> float:
-        # 0.5||X - WH||^2 + l1 |W| + 0.5 l2 ||W||^2 in Gram form (no n x p
-        # temporary); R already holds X H^T - l1.
-        quad = torch.vdot((G2 @ Wt).flatten(), Wt.flatten())
-        lin = torch.vdot(R.flatten(), Wt.flatten())
-        return half_sq_norm_x + float(0.5 * quad - lin)
-
-    f_prev = objective()
-    n_inner = _n_inner(_nnz(X), X.shape[0], X.shape[1], H.shape[0], _is_sparse(X))
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        _sweeps(Wt, Gs, Rs, n_inner)
-        f = objective()
-        if f_prev - f <= tol * abs(f_prev):
-            break
-        f_prev = f
-    if copied:
-        W.copy_(Wt.T)
-    return W, n_iter
 
 
 def _least_squares_start(G: Tensor, R: Tensor, l2: float) -> Tensor:
@@ -573,7 +469,7 @@ def frobenius_objective(
             else X.to(torch.float64)
         )
         sq = (
-            _sq_norm(X64)
+            squared_norm(X64)
             - 2.0 * float(torch.vdot(_wt_x(X64, W64.T).flatten(), H64.flatten()))
             + float(torch.vdot((W64.T @ W64).flatten(), (H64 @ H64.T).flatten()))
         )
@@ -584,3 +480,176 @@ def frobenius_objective(
     value += l1_reg_W * float(W64.sum()) + 0.5 * l2_reg_W * float(W64.square().sum())
     value += l1_reg_H * float(H64.sum()) + 0.5 * l2_reg_H * float(H64.square().sum())
     return value
+
+
+def nnls_sweeps(
+    W: Tensor,
+    G: Tensor,
+    R: Tensor,
+    n_sweeps: int,
+    components=None,
+) -> Tensor:
+    """Coordinate-descent sweeps on the codes of a fixed dictionary, in place.
+
+    Minimises ``0.5 ||X - W D||² `` over ``W >= 0`` given only ``G = D D^T``
+    and ``R = X D^T``: each sweep updates the listed components in turn in
+    closed form (scikit-learn's ``cd`` updates), exactly ``n_sweeps`` times.
+    Components not listed stay as they are (the image codec freezes the codes
+    it has already quantised this way). Components whose Gram diagonal is zero
+    are left unchanged.
+
+    Parameters
+    ----------
+    W : Tensor of shape (n_samples, k)
+        Nonnegative codes, updated in place.
+    G : Tensor of shape (k, k)
+        Gram matrix of the dictionary.
+    R : Tensor of shape (n_samples, k)
+        ``X @ D.T``.
+    n_sweeps : int
+        Number of sweeps.
+    components : sequence of int, default=None
+        Components to update, in this order; None updates all in index order.
+
+    Returns
+    -------
+    W : Tensor
+        The codes (the tensor passed in).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.solvers.hals import nnls_sweeps
+    >>> D = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    >>> X = torch.tensor([[2.0, 3.0, 5.0]], dtype=torch.float64)
+    >>> W = nnls_sweeps(torch.zeros(1, 2, dtype=torch.float64), D @ D.T, X @ D.T, 50)
+    >>> [round(v, 6) for v in W[0].tolist()]
+    [2.0, 3.0]
+    """
+    Wt, copied = _rows_of(W)
+    Gs, Rs = _scaled_system(G, R.T, 0.0, 0.0)
+    if components is None:
+        _sweeps(Wt, Gs, Rs, n_sweeps, early_stop=False)
+    else:
+        idx = [int(t) for t in components]
+        if idx:
+            buf = torch.empty(Wt.shape[1], dtype=Wt.dtype, device=Wt.device)
+            FT = Wt.T
+            for _ in range(n_sweeps):
+                for t in idx:
+                    torch.addmv(Rs[t], FT, Gs[t], alpha=-1.0, out=buf)
+                    torch.clamp(buf, min=0.0, out=Wt[t])
+    if copied:
+        W.copy_(Wt.T)
+    return W
+
+
+class HALSSolver(Solver):
+    """Accelerated HALS behind the solver protocol (``"hals"``), Frobenius only.
+
+    Codes: the W block of :func:`hals_step` (row-local: each row of ``W`` is
+    its own least-squares problem); statistics: ``W^T X`` and ``W^T W``;
+    weights: the H block's sweeps on them (summed over blocks, or folded over
+    mini-batches: Mairal et al. 2010's online rule); loss: the Gram form from
+    those statistics, nearly free. A deep model's joint fine-tuning is handed to
+    :class:`~sknmf._torch.solvers.mu.MUSolver` (the coupled layer-centric
+    objective has no HALS solver here yet); each layer's pretraining is
+    one-layer HALS.
+    """
+
+    name: ClassVar[str] = "hals"
+    # The loss of a codes-only step is free: check it every iteration, so a
+    # transform stops as soon as the codes stop improving.
+    codes_check_every: ClassVar[int] = 1
+
+    @classmethod
+    def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
+        if problem.beta != 2.0:
+            raise ValueError(
+                "solver='hals' minimises the Frobenius loss; got beta_loss="
+                f"{problem.beta!r}. Use solver='mu' (any beta) or solver='adam'."
+            )
+        if problem.deep:
+            from .mu import MUSolver
+
+            return MUSolver(problem, **options)
+        return cls(problem, **options)
+
+    def start(self, X, Ws, Hs, *, update_H):
+        state = super().start(X, Ws, Hs, update_H=update_H)
+        state["workspace"] = {}
+        # With H fixed the W block's system is the same every epoch.
+        state["system"] = None if update_H else {}
+        return state
+
+    def codes_layout(self, W):
+        # A sweep updates one component (column of W) at a time: column-major
+        # W makes each one contiguous, with no copy per step.
+        return W.T.contiguous().T
+
+    def initial_codes(self, X, H, reg):
+        # The clipped least-squares codes: about half the sweeps of a
+        # constant start, for one k x k eigendecomposition.
+        H_rows = H if H.is_contiguous() else H.contiguous()
+        R = _x_ht(X, H_rows).T.contiguous()
+        l1 = reg.l1_W[0] if reg is not None else 0.0
+        l2 = reg.l2_W[0] if reg is not None else 0.0
+        if l1:
+            R.sub_(l1)
+        return _least_squares_start(H_rows @ H_rows.T, R, l2)
+
+    def update_codes(self, X, Ws, Hs, state):
+        reg = self.reg(state)
+        W = Ws[0]
+        Wt, copied = _rows_of(W)
+        H_rows = Hs[0] if Hs[0].is_contiguous() else Hs[0].contiguous()
+        R, G = _update_codes(
+            X,
+            Wt,
+            H_rows,
+            reg.l1_W[0] if reg is not None else 0.0,
+            reg.l2_W[0] if reg is not None else 0.0,
+            state["workspace"],
+            system=state["system"],
+        )
+        if copied:
+            W.copy_(Wt.T)
+        if not state["update_H"]:
+            state["codes_products"] = (R, G, Wt)
+
+    def statistics(self, X, Ws, Hs, layers, state):
+        Wt = Ws[0].T
+        # The H block's sweep budget weighs the cost of these products.
+        state["products_shape"] = (_nnz(X), X.shape[0], _is_sparse(X))
+        return {0: {"WtX": _wt_x(X, Wt), "WtW": Wt @ Wt.T}}
+
+    def update_weights(self, layers, stats, Hs, state, *, online=False):
+        reg = self.reg(state)
+        C, D = stats[0]["WtX"], stats[0]["WtW"]
+        H_rows = Hs[0] if Hs[0].is_contiguous() else Hs[0].contiguous()
+        nnz, n, sparse = state["products_shape"]
+        p, k = H_rows.shape[1], H_rows.shape[0]
+        _update_weights(
+            H_rows,
+            C,
+            D,
+            reg.l1_H if reg is not None else 0.0,
+            reg.l2_H if reg is not None else 0.0,
+            _n_inner(nnz, p, n, k, sparse),
+        )
+        Hs[0] = H_rows
+
+    def loss(self, X, Ws, Hs, stats, state):
+        reg = self.reg(state)
+        sq = cached_squared_norm(X, state)
+        H = Hs[0]
+        if stats:
+            C, D = stats[0]["WtX"], stats[0]["WtW"]
+            value = _half_sq_error(X, sq, _cross(C, H), D, H @ H.T)
+        else:
+            R, G, Wt = state.pop("codes_products")
+            cross = float(torch.sum(R * Wt, dtype=torch.float64))
+            value = _half_sq_error(X, sq, cross, Wt @ Wt.T, G)
+        term = torch.tensor(value, dtype=H.dtype, device=H.device)
+        total = term if reg is None else term + reg.penalty(Ws, Hs)
+        return total, [term]

@@ -1,4 +1,4 @@
-"""Multiplicative updates (MM algorithms) for shallow and deep beta-NMF.
+"""Multiplicative updates (MM algorithms) for shallow and deep beta-NMF: ``"mu"``.
 
 Notation (DESIGN.md §2): ``X ≈ W1 H1``, ``W(l-1) ≈ Wl Hl``. Every update here is a
 majorise-minimise step (Févotte & Idier 2011), so the objective never increases:
@@ -17,12 +17,14 @@ majorise-minimise step (Févotte & Idier 2011), so the objective never increases
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
-from .divergence import EPSILON, beta_divergence, frobenius_gram
-from .sparse import CSRMatrix, matmul, tmatmul
+from ..divergence import EPSILON
+from ..objective import add_penalty_gradient, chain, objective
+from ..sparse import CSRMatrix, matmul, tmatmul
+from . import Solver, cached_squared_norm
 
 _EPS64 = float(torch.finfo(torch.float64).eps)
 _BISECT_STEPS = 40
@@ -37,7 +39,7 @@ def mm_exponents(beta: float) -> tuple[float, float, float]:
 
     Examples
     --------
-    >>> from sknmf._torch.updates import mm_exponents
+    >>> from sknmf._torch.solvers.mu import mm_exponents
     >>> mm_exponents(2.0), mm_exponents(0.0)
     ((1.0, 0.0, 1.0), (0.0, -2.0, 0.5))
     """
@@ -252,7 +254,8 @@ def _simplex_rows_frobenius(Ht, N, P):
 def solve_simplex_rows(Ht, num, den, beta: float):
     """Minimise the MM majoriser of ``H`` subject to every row summing to one.
 
-    One Lagrange multiplier per row: exact for beta = 2 (sorting) and for
+    One Lagrange multiplier per row: exact for beta = 2 (Newton on the
+    piecewise-linear row sum, :func:`_simplex_rows_frobenius`) and for
     beta = 1 without an L2 penalty (the row sums of ``P`` are constant), bisection
     on the decreasing row sum otherwise.
     """
@@ -301,164 +304,139 @@ def solve_simplex_rows(Ht, num, den, beta: float):
     return H / H.sum(1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
 
 
-class Regularization:
-    """Scaled L1/L2 penalties per layer, scikit-learn's convention.
+class MUSolver(Solver):
+    """Multiplicative updates for any beta, one layer or deep (``"mu"``).
 
-    ``alpha_W`` is scaled by the width of what each code approximates
-    (``n_features`` for layer 1, ``r(l-1)`` deeper), ``alpha_H`` by ``n_samples``.
+    One layer: exactly scikit-learn's ``mu`` iteration (``W`` then ``H``).
+    Deep: the codes ``W1..WL`` in turn (an inner code is solved with the exact
+    next-layer term, :func:`solve_coupled`), then every ``Hl`` on the simplex
+    (:func:`solve_simplex_rows`). In the layer-centric objective ``Hl`` only
+    meets ``W(l-1)`` and ``Wl``, so updating all codes before all weights
+    gives the same iterates as alternating ``W1, H1, W2, H2, …``; the
+    data-centric objective updates its weights layer by layer, each with
+    statistics taken after the earlier layers moved. Every step is a
+    majorise-minimise step: the objective never increases on a full batch.
     """
 
-    def __init__(self, n_samples, widths, alpha_W, alpha_H, l1_ratio):
-        self.l1_W = [w * alpha_W * l1_ratio for w in widths]
-        self.l2_W = [w * alpha_W * (1.0 - l1_ratio) for w in widths]
-        self.l1_H = n_samples * alpha_H * l1_ratio
-        self.l2_H = n_samples * alpha_H * (1.0 - l1_ratio)
+    name: ClassVar[str] = "mu"
 
-    def penalty(self, Ws, Hs) -> torch.Tensor:
-        """Value of all penalty terms."""
-        total = Ws[0].new_zeros(())
-        for l, (W, H) in enumerate(zip(Ws, Hs)):
-            total = total + self.l1_W[l] * W.sum() + 0.5 * self.l2_W[l] * (W * W).sum()
-            total = total + self.l1_H * H.sum() + 0.5 * self.l2_H * (H * H).sum()
-        return total
+    def start(self, X, Ws, Hs, *, update_H):
+        state = super().start(X, Ws, Hs, update_H=update_H)
+        # Products of fixed weights, kept across the epochs of a transform.
+        state["caches"] = [{} for _ in Hs] if not update_H else None
+        return state
 
+    def initial_codes(self, X, H, reg):
+        # Multiplicative updates never leave a zero: start from constant codes.
+        return super().initial_codes(X, H, reg)
 
-def chain(Hs: Sequence[torch.Tensor], start: int, stop: int):
-    """``H(stop) ⋯ H(start+1)`` for 0-based layer indices, or None when empty."""
-    out = None
-    for l in range(stop - 1, start - 1, -1):
-        out = Hs[l] if out is None else out @ Hs[l]
-    return out
-
-
-def layer_terms(X, Ws, Hs, beta: float, loss: str, sq_norm_X=None, WtX=None):
-    """Each layer's divergence ``D_l`` (a list of 0-d tensors).
-
-    With ``sq_norm_X`` (``||X||^2``) given, a Frobenius layer-centric model takes
-    its first term, the one on X, in Gram form (:func:`frobenius_gram`, with
-    ``W1.T @ X`` when given): a stopping test's precision for a fraction of the
-    cost, and no n x m temporary.
-    """
-    terms = []
-    for l in range(len(Ws)):
-        if loss == "layer":
-            target = X if l == 0 else Ws[l - 1]
-            if l == 0 and beta == 2.0 and sq_norm_X is not None:
-                terms.append(frobenius_gram(X, Ws[0], Hs[0], sq_norm_X, WtX))
+    def update_codes(self, X, Ws, Hs, state):
+        p = self.problem
+        L = len(Ws)
+        _, _, gamma = mm_exponents(p.beta)
+        reg = self.reg(state)
+        caches = state.get("caches")
+        for l in range(L):
+            lam = p.weights[l]
+            l1 = reg.l1_W[l] if reg is not None else 0.0
+            l2 = reg.l2_W[l] if reg is not None else 0.0
+            # Fixed weights: X's product with them is the same every epoch
+            # (for the layer-centric codes, only the first layer's target is X).
+            keep = caches is not None and (l == 0 or p.loss == "data")
+            cache = caches[l] if keep else None
+            if p.loss == "layer":
+                target = X if l == 0 else Ws[l - 1]
+                num, den = mu_num_den(target, None, Ws[l], Hs[l], p.beta, cache)
             else:
-                terms.append(beta_divergence(target, Ws[l], Hs[l], beta))
-        else:
-            terms.append(beta_divergence(X, Ws[l], chain(Hs, 0, l + 1), beta))
-    return terms
-
-
-def objective(
-    X,
-    Ws,
-    Hs,
-    beta,
-    loss,
-    weights,
-    reg: Regularization | None = None,
-    sq_norm_X=None,
-    WtX=None,
-):
-    """The fitted objective ``Σ λ_l D_l`` (+ penalties); returns (total, terms).
-
-    ``sq_norm_X`` and ``WtX`` as in :func:`layer_terms`.
-    """
-    terms = layer_terms(X, Ws, Hs, beta, loss, sq_norm_X, WtX)
-    terms = [t.to(Ws[0].dtype) for t in terms]
-    total = sum(w * t for w, t in zip(weights, terms))
-    if reg is not None:
-        total = total + reg.penalty(Ws, Hs)
-    return total, terms
-
-
-def mu_epoch(
-    X,
-    Ws: list,
-    Hs: list,
-    *,
-    beta: float,
-    loss: str = "layer",
-    weights: Sequence[float] = (1.0,),
-    reg: Regularization | None = None,
-    update_H: bool = True,
-    caches: list | None = None,
-    products: dict | None = None,
-) -> None:
-    """One sweep of multiplicative updates over all blocks, in place on the lists.
-
-    For one layer this is exactly one iteration of scikit-learn's ``mu`` solver
-    (``W`` then ``H``). Deep models update ``W1, H1, W2, H2, …`` in turn. When
-    ``products`` is a dict and the model is Frobenius and layer-centric, it
-    receives ``"WtX"``: ``W1.T @ X`` for the final ``W1``, from the update of
-    ``H1``, so the caller can evaluate the loss on X in Gram form for free.
-    """
-    L = len(Ws)
-    _, _, gamma = mm_exponents(beta)
-    deep = L > 1
-    for l in range(L):
-        lam = weights[l]
-        l1_W = reg.l1_W[l] if reg is not None else 0.0
-        l2_W = reg.l2_W[l] if reg is not None else 0.0
-        cache = caches[l] if caches is not None else None
-        # -- codes W_l
-        if loss == "layer":
-            target = X if l == 0 else Ws[l - 1]
-            num, den = mu_num_den(
-                target, None, Ws[l], Hs[l], beta, cache if l == 0 else None
-            )
-        else:
-            num, den = mu_num_den(X, None, Ws[l], chain(Hs, 0, l + 1), beta, cache)
-        if lam != 1.0:
-            num, den = lam * num, lam * den
-        if loss == "layer" and l < L - 1:
-            den = _penalised(den, l1_W, l2_W, Ws[l])
-            Y = Ws[l + 1] @ Hs[l + 1]
-            Ws[l] = solve_coupled(Ws[l], num, den, weights[l + 1], Y, beta)
-        else:
-            Ws[l] = mu_apply(Ws[l], num, den, gamma, l1_W, l2_W)
-        if beta < 1:
-            Ws[l] = torch.where(Ws[l] < _EPS64, torch.zeros_like(Ws[l]), Ws[l])
-        if not update_H:
-            continue
-        # -- weights H_l
-        if loss == "layer":
-            target = X if l == 0 else Ws[l - 1]
-            num, den = mu_num_den(target, Ws[l], Hs[l], None, beta)
-            if l == 0 and beta == 2.0 and products is not None:
-                products["WtX"] = num
+                B = chain(Hs, 0, l + 1)
+                num, den = mu_num_den(X, None, Ws[l], B, p.beta, cache)
             if lam != 1.0:
                 num, den = lam * num, lam * den
-        else:
-            num = den = 0
-            B = chain(Hs, 0, l)
-            for j in range(l, L):
-                A = Ws[j] if j == l else Ws[j] @ chain(Hs, l + 1, j + 1)
-                n_j, d_j = mu_num_den(X, A, Hs[l], B, beta)
-                num, den = num + weights[j] * n_j, den + weights[j] * d_j
-        l1_H = reg.l1_H if reg is not None else 0.0
-        l2_H = reg.l2_H if reg is not None else 0.0
-        if deep:
-            den = _penalised(den, l1_H, l2_H, Hs[l])
-            Hs[l] = solve_simplex_rows(Hs[l], num, den, beta)
-        else:
-            Hs[l] = mu_apply(Hs[l], num, den, gamma, l1_H, l2_H)
-            if beta <= 1:
-                Hs[l] = torch.where(Hs[l] < _EPS64, torch.zeros_like(Hs[l]), Hs[l])
+            if p.loss == "layer" and l < L - 1:
+                den = add_penalty_gradient(den, l1, l2, Ws[l])
+                Y = Ws[l + 1] @ Hs[l + 1]
+                Ws[l] = solve_coupled(Ws[l], num, den, p.weights[l + 1], Y, p.beta)
+            else:
+                Ws[l] = mu_apply(Ws[l], num, den, gamma, l1, l2)
+            if p.beta < 1:
+                Ws[l] = torch.where(Ws[l] < _EPS64, torch.zeros_like(Ws[l]), Ws[l])
 
+    def weight_phases(self):
+        L = self.problem.n_layers
+        if self.problem.loss == "layer":
+            return [list(range(L))]
+        return [[l] for l in range(L)]
 
-def _penalised(den, l1: float, l2: float, M):
-    """``den + l1 + l2 * M``, skipping the terms that are zero."""
-    if l2:
-        den = torch.add(den, M, alpha=l2)
-    return den + l1 if l1 else den
+    def statistics(self, X, Ws, Hs, layers, state):
+        p = self.problem
+        out = {}
+        for l in layers:
+            if p.loss == "layer":
+                target = X if l == 0 else Ws[l - 1]
+                num, den = mu_num_den(target, Ws[l], Hs[l], None, p.beta)
+                s = {}
+                if l == 0 and p.beta == 2.0:
+                    # W1.T @ X also gives the loss on X in Gram form.
+                    s["WtX"] = num
+                lam = p.weights[l]
+                if lam != 1.0:
+                    num, den = lam * num, lam * den
+                s.update(num=num, den=den)
+            else:
+                num = den = 0
+                B = chain(Hs, 0, l)
+                for j in range(l, len(Ws)):
+                    A = Ws[j] if j == l else Ws[j] @ chain(Hs, l + 1, j + 1)
+                    n_j, d_j = mu_num_den(X, A, Hs[l], B, p.beta)
+                    num = num + p.weights[j] * n_j
+                    den = den + p.weights[j] * d_j
+                s = {"num": num, "den": den}
+            out[l] = s
+        return out
 
+    def fold(self, running, stats, rho, Hs, reg):
+        # scikit-learn's MiniBatchNMF rule (Lefèvre et al. 2011): the batch's
+        # numerator absorbs H ** (1 / gamma), the penalties join the
+        # denominator, and H = (A / B) ** gamma from the running sums.
+        _, _, gamma = mm_exponents(self.problem.beta)
+        folded = {}
+        for l, s in stats.items():
+            H = Hs[l]
+            den = s["den"].expand_as(H)
+            if reg is not None:
+                den = add_penalty_gradient(den, reg.l1_H, reg.l2_H, H)
+            num = s["num"] * (H ** (1.0 / gamma) if gamma != 1.0 else H)
+            folded[l] = {"num": num, "den": den}
+        return super().fold(running, folded, rho, Hs, reg)
 
-def normalize_rows(W: torch.Tensor, H: torch.Tensor):
-    """Rescale rows of ``H`` to sum to one; ``W`` absorbs the scale (``W H`` kept)."""
-    s = H.sum(1)
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    return W * s[None, :], H / s[:, None]
+    def update_weights(self, layers, stats, Hs, state, *, online=False):
+        p = self.problem
+        _, _, gamma = mm_exponents(p.beta)
+        reg = self.reg(state)
+        l1 = reg.l1_H if reg is not None else 0.0
+        l2 = reg.l2_H if reg is not None else 0.0
+        for l in layers:
+            num, den = stats[l]["num"], stats[l]["den"]
+            if online:
+                H = num / den.clamp_min(1e-30)
+                if gamma != 1.0:
+                    H = H**gamma
+                if p.deep:
+                    H = H / H.sum(1, keepdim=True).clamp_min(1e-30)
+            elif p.deep:
+                den = add_penalty_gradient(den, l1, l2, Hs[l])
+                H = solve_simplex_rows(Hs[l], num, den, p.beta)
+            else:
+                H = mu_apply(Hs[l], num, den, gamma, l1, l2)
+                if p.beta <= 1:
+                    H = torch.where(H < _EPS64, torch.zeros_like(H), H)
+            Hs[l] = H
+
+    def loss(self, X, Ws, Hs, stats, state):
+        p = self.problem
+        sq = None
+        if p.beta == 2.0 and p.loss == "layer":
+            # The loss on X in Gram form, from the H1 update's own W1.T @ X.
+            sq = cached_squared_norm(X, state)
+        WtX = stats.get(0, {}).get("WtX")
+        return objective(X, Ws, Hs, self.block_problem(state), sq_norm_X=sq, WtX=WtX)

@@ -1,0 +1,237 @@
+"""The solver protocol (DESIGN.md §3a) and the registry of solvers.
+
+Every NMF solver here has one shape:
+
+- **row-local work** (:meth:`Solver.update_codes`): given the weights
+  ``H1..HL``, update the codes ``W1..WL`` of a block of rows; rows never talk to
+  each other;
+- **statistics** (:meth:`Solver.statistics`): from a block, small tensors that
+  add up over blocks (``r × r'`` or ``r × n_features``, never
+  ``n_samples``-sized);
+- **weight update** (:meth:`Solver.update_weights`): new ``H``s from the
+  statistics summed over blocks, or folded over mini-batches with a forget
+  factor (:meth:`Solver.fold`, the online rule);
+- **loss** (:meth:`Solver.loss`): the objective after the step, from the
+  block's own products where the solver can.
+
+:func:`iterate` is one iteration written once in those terms; the skorch net
+(:mod:`sknmf._torch.nets`) calls it for every fit, transform and partial_fit.
+A new solver is one module with a :class:`Solver` subclass and one line in
+:data:`SOLVERS`. Nothing outside a solver's module branches on its name.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ..divergence import squared_norm
+from ..objective import Problem, Regularization, objective
+
+
+class Solver:
+    """Base class of the solvers: the protocol, with the defaults they share.
+
+    A solver instance serves one training stage (a fit, a layer's pretraining,
+    an encoding). Per-stage buffers and caches live in the ``state`` dict that
+    :meth:`start` returns; they are dropped with it at the end of the stage.
+
+    Parameters
+    ----------
+    problem : Problem
+        Divergence, objective form, layer weights and penalties.
+    """
+
+    #: The name in :data:`SOLVERS`.
+    name: ClassVar[str] = ""
+    #: Epochs between two checks of the stopping rule when only codes move
+    #: (``transform``). scikit-learn checks every 10 iterations.
+    codes_check_every: ClassVar[int] = 10
+
+    def __init__(self, problem: Problem, **options):
+        # Options of other solvers (e.g. Adam's ``lr``) do not concern this one.
+        self.problem = problem
+        self.options = options
+
+    @classmethod
+    def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
+        """The solver that runs this solver's algorithm on ``problem``.
+
+        Raises a ``ValueError`` naming the fix when the algorithm cannot solve
+        it; may return another solver where the algorithm hands a problem over
+        (documented in that solver's module).
+        """
+        return cls(problem, **options)
+
+    # -- per-stage set-up ------------------------------------------------
+    def start(self, X, Ws, Hs, *, update_H: bool) -> dict:
+        """State of a stage: ``||X||²`` when the loss needs it, caches, buffers."""
+        return {"update_H": update_H}
+
+    def codes_layout(self, W: torch.Tensor) -> torch.Tensor:
+        """The memory layout the solver updates codes in (default: as given)."""
+        return W
+
+    def initial_codes(self, X, H: torch.Tensor, reg: Regularization | None):
+        """Deterministic start of the codes of ``X`` for fixed ``H`` (transform)."""
+        n, k = X.shape[0], H.shape[0]
+        mean = _mean(X)
+        value = (mean / k).sqrt()
+        return torch.full((n, k), float(value), dtype=H.dtype, device=H.device)
+
+    def reg(self, state: dict):
+        """The penalties of the current block (a mini-batch carries its share
+        of the weights' penalty: :meth:`Regularization.scaled`)."""
+        reg = state.get("reg")
+        return self.problem.reg if reg is None else reg
+
+    def block_problem(self, state: dict) -> Problem:
+        return self.problem.with_reg(self.reg(state))
+
+    # -- the iteration ---------------------------------------------------
+    def update_codes(self, X, Ws: list, Hs: list, state: dict) -> None:
+        """Row-local: update ``Ws`` (in place on the list) for fixed ``Hs``."""
+        raise NotImplementedError
+
+    def weight_phases(self) -> list[list[int]]:
+        """Groups of layers whose weights are updated together.
+
+        The statistics of a group are taken with the weights of the earlier
+        groups already updated. Default: all layers at once.
+        """
+        return [list(range(self.problem.n_layers))]
+
+    def statistics(self, X, Ws, Hs, layers, state) -> dict:
+        """``{layer: {name: tensor}}``, each tensor a sum over the block's rows."""
+        raise NotImplementedError
+
+    def fold(self, running: dict | None, stats: dict, rho: float, Hs, reg) -> dict:
+        """Online rule: running statistics ``rho * running + stats``.
+
+        ``reg`` is the batch's regularisation, for solvers that fold the
+        penalties' terms into the statistics.
+        """
+        if running is None:
+            return stats
+        return {
+            l: {name: rho * running[l][name] + t for name, t in s.items()}
+            for l, s in stats.items()
+        }
+
+    def update_weights(self, layers, stats, Hs, state, *, online=False) -> None:
+        """New ``Hs[l]`` for ``l`` in ``layers`` (in place on the list)."""
+        raise NotImplementedError
+
+    def loss(self, X, Ws, Hs, stats, state):
+        """``(total, terms)`` of the objective after the step (``total`` with
+        the penalties, ``terms`` the ``D_l`` without their ``λ_l``)."""
+        return objective(X, Ws, Hs, self.block_problem(state))
+
+    # -- persistence across partial_fit calls ---------------------------
+    def online_state(self, state) -> dict | None:
+        """What an online learner keeps between batches besides statistics."""
+        return None
+
+
+def iterate(
+    solver: Solver,
+    X,
+    Ws: list,
+    Hs: list,
+    state: dict,
+    *,
+    running: dict | None = None,
+    rho: float | None = None,
+    reg=None,
+    need_loss: bool = True,
+):
+    """One iteration on a block: codes, then weights phase by phase, then the loss.
+
+    ``reg`` is the block's regularisation (None: the problem's). With ``rho`` set, the weights follow the online rule: the block's
+    statistics are folded into ``running`` (returned) before the update.
+
+    ``need_loss=False`` skips the loss (a transform checks it only every few
+    epochs) and returns None for it.
+
+    Returns
+    -------
+    total, terms, running
+    """
+    stats: dict = {}
+    state["reg"] = reg
+    solver.update_codes(X, Ws, Hs, state)
+    if state["update_H"]:
+        for layers in solver.weight_phases():
+            s = solver.statistics(X, Ws, Hs, layers, state)
+            stats.update(s)
+            if rho is not None:
+                running = solver.fold(running, s, rho, Hs, reg)
+                s = {l: running[l] for l in layers}
+            solver.update_weights(layers, s, Hs, state, online=rho is not None)
+    if not need_loss:
+        state.pop("codes_products", None)
+        return None, None, running
+    total, terms = solver.loss(X, Ws, Hs, stats, state)
+    return total, terms, running
+
+
+def _mean(X) -> torch.Tensor:
+    from ..sparse import CSRMatrix
+
+    if isinstance(X, CSRMatrix):
+        return X.sum() / (X.shape[0] * X.shape[1])
+    return X.mean()
+
+
+def cached_squared_norm(X, state: dict) -> float:
+    """``||X||²`` of this block, computed once for a block seen every epoch.
+
+    The loss in Gram form needs it every epoch; the full batch is the same
+    tensor each time, mini-batches are new ones.
+    """
+    if state.get("sq_norm_of") is not X:
+        state["sq_norm_of"] = X
+        state["sq_norm"] = squared_norm(X)
+    return state["sq_norm"]
+
+
+from .adam import AdamSolver  # noqa: E402
+from .hals import HALSSolver  # noqa: E402
+from .mu import MUSolver  # noqa: E402
+
+#: Name → solver class. A new solver is one module and one line here.
+SOLVERS: dict[str, type[Solver]] = {
+    "hals": HALSSolver,
+    "mu": MUSolver,
+    "adam": AdamSolver,
+}
+
+
+def auto_solver(problem: Problem, *, batched: bool) -> str:
+    """``solver="auto"``: Adam on mini-batches, HALS for Frobenius, MU otherwise."""
+    if batched:
+        return "adam"
+    return "hals" if problem.beta == 2.0 else "mu"
+
+
+def make_solver(name: str, problem: Problem, *, batched: bool, **options) -> Solver:
+    """The solver ``name`` (or ``"auto"``) set up for ``problem``."""
+    if name == "auto":
+        name = auto_solver(problem, batched=batched)
+    if name not in SOLVERS:
+        raise ValueError(f"Unknown solver {name!r}; expected one of {list(SOLVERS)}.")
+    return SOLVERS[name].for_problem(problem, batched=batched, **options)
+
+
+__all__ = [
+    "SOLVERS",
+    "AdamSolver",
+    "HALSSolver",
+    "MUSolver",
+    "Problem",
+    "Solver",
+    "auto_solver",
+    "iterate",
+    "make_solver",
+]
