@@ -37,6 +37,7 @@ from .._utils import check_device, make_generator, seed_from_random_state
 from ._ranks import check_ranks
 
 _SOLVERS = {"auto", *SOLVERS}
+_MAX_LAYER_WEIGHT = 1e6
 
 
 class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -741,8 +742,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             return [1.0]
         # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
         # scikit-learn (relative to the data-fitting term).
+        # A layer fitted (almost) exactly by its pretraining would otherwise get
+        # a weight beyond float32's range: 1e6 already lets it dominate.
         first = max(float(terms[0]), 1e-300)
-        return [first / max(float(t), 1e-300) for t in terms]
+        return [min(first / max(float(t), 1e-300), _MAX_LAYER_WEIGHT) for t in terms]
 
     def _store_weights(self, Hs, dtype):
         """The fitted weights: ``layer_components_`` and their product."""
