@@ -57,7 +57,7 @@ class TorchError:
         self.sq_x = float(torch.linalg.vector_norm(vals)) ** 2
 
     def __call__(self, W, H) -> float:
-        from sknmf._torch.hals import _wt_x
+        from sknmf._torch.solvers.hals import _wt_x
 
         W = W.to(torch.float64)
         H = H.to(torch.float64)
@@ -479,7 +479,7 @@ def _import_torchnmf():
 
 
 class RawHALS(Method):
-    """``sknmf._torch.hals.hals_step`` in a bare loop (no estimator around it)."""
+    """``sknmf._torch.solvers.hals.hals_step`` in a bare loop (no estimator)."""
 
     family = "sknmf._torch"
     whitebox = True
@@ -506,7 +506,7 @@ class RawHALS(Method):
         return Xt, W, H
 
     def fit(self, X, k, n_iter):
-        from sknmf._torch.hals import hals_step
+        from sknmf._torch.solvers.hals import hals_step
 
         Xt, W, H = self._init(X, k)
         for _ in range(n_iter):
@@ -514,7 +514,7 @@ class RawHALS(Method):
         return W.cpu().numpy(), H.cpu().numpy()
 
     def trace(self, X, k, *, max_iter, max_seconds, target):
-        from sknmf._torch.hals import hals_step
+        from sknmf._torch.solvers.hals import hals_step
 
         error = TorchError(X, self.device)
 
@@ -532,7 +532,7 @@ class RawHALS(Method):
         return trace
 
     def products(self, X, k):
-        from sknmf._torch.hals import _wt_x, _x_ht
+        from sknmf._torch.solvers.hals import _wt_x, _x_ht
 
         Xt, W, H = self._init(X, k)
         Wt = W.T.contiguous()

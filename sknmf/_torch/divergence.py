@@ -1,9 +1,10 @@
 """Beta-divergences between a nonnegative matrix and a product of factors.
 
 This module owns the data-fitting terms: ``D_beta(X | W H)`` (dense, CSR,
-row-blocked), its Gram form for Frobenius and ``||X||^2``. Same definitions and the same numerical guards as scikit-learn's NMF
-(``EPSILON`` floor, zeros of ``X`` skipped for beta < 2), so the two agree to
-rounding on the same factors.
+row-blocked), its Gram form for Frobenius and ``||X||^2``. Same definitions
+and the same numerical guards as scikit-learn's NMF (``EPSILON`` floor, zeros
+of ``X`` skipped for beta < 2), so the two agree to rounding on the same
+factors.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from skorch.callbacks import Callback
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -25,6 +24,7 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
+from skorch.callbacks import Callback
 
 from .._torch.divergence import beta_divergence, beta_loss_to_float
 from .._torch.init import initialize_nmf
@@ -415,7 +415,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def _encode_tensor(self, Xt, starts=None) -> list:
         """Codes ``[W1, ..., WL]`` of a validated ``X`` tensor."""
         dtype = Xt.dtype
-        Hs = [torch.as_tensor(H, device=Xt.device).to(dtype) for H in self.layer_components_]
+        Hs = [
+            torch.as_tensor(H, device=Xt.device).to(dtype)
+            for H in self.layer_components_
+        ]
         widths = [self.n_features_in_, *[H.shape[0] for H in Hs[:-1]]]
         reg = Regularization(Xt.shape[0], widths, *self._alphas(), self.l1_ratio)
         problem = Problem(self._beta, self.loss, list(self.layer_weights_), reg)

@@ -1,4 +1,4 @@
-"""The one check of a deep model's ranks, shared by the estimator, the codec and the CLI."""
+"""The one check of a deep model's ranks (estimator, image codec and CLI share it)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,7 @@ def check_ranks(value, name: str = "n_components", *, max_rank=None, max_layers=
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         ranks = (value,)
     elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(
-            f"{name} must be an int or a sequence of ints, got {value!r}."
-        )
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}.")
     else:
         ranks = tuple(value)
         if len(ranks) == 0:
@@ -59,9 +57,7 @@ def check_ranks(value, name: str = "n_components", *, max_rank=None, max_layers=
                 f"{name} must hold ranks of at most {max_rank}, got {value!r}."
             )
     if max_layers is not None and len(ranks) > max_layers:
-        raise ValueError(
-            f"{name} must have 1 to {max_layers} layers; got {value!r}."
-        )
+        raise ValueError(f"{name} must have 1 to {max_layers} layers; got {value!r}.")
     ranks = tuple(int(r) for r in ranks)
     if any(b > a for a, b in zip(ranks, ranks[1:])):
         raise ValueError(

@@ -148,8 +148,9 @@ def iterate(
 ):
     """One iteration on a block: codes, then weights phase by phase, then the loss.
 
-    ``reg`` is the block's regularisation (None: the problem's). With ``rho`` set, the weights follow the online rule: the block's
-    statistics are folded into ``running`` (returned) before the update.
+    ``reg`` is the block's regularisation (None: the problem's). With ``rho``
+    set, the weights follow the online rule: the block's statistics are folded
+    into ``running`` (returned) before the update.
 
     ``need_loss=False`` skips the loss (a transform checks it only every few
     epochs) and returns None for it.

@@ -1,4 +1,6 @@
-"""Frobenius NMF by accelerated HALS (hierarchical alternating least squares): ``"hals"``.
+"""Frobenius NMF by accelerated HALS (hierarchical alternating least squares).
+
+The ``"hals"`` solver.
 
 The objective, with scikit-learn's orientation (samples are rows) and its
 regularisation semantics, is::
@@ -316,7 +318,7 @@ def hals_step(
     Examples
     --------
     >>> import torch
-    >>> from sknmf._torch.hals import hals_step, frobenius_objective
+    >>> from sknmf._torch.solvers.hals import hals_step, frobenius_objective
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.rand(30, 12, generator=g, dtype=torch.float64)
     >>> W = torch.rand(30, 4, generator=g, dtype=torch.float64)
@@ -384,7 +386,9 @@ def _update_weights(H_rows, C, D, l1, l2, n_inner) -> None:
 
 def _cross(C: Tensor, H: Tensor) -> float:
     """``<W^T X, H>`` in float64."""
-    return float(torch.vdot(C.to(torch.float64).flatten(), H.to(torch.float64).flatten()))
+    return float(
+        torch.vdot(C.to(torch.float64).flatten(), H.to(torch.float64).flatten())
+    )
 
 
 def _buffer(ws: dict, name: str, shape: tuple, like) -> Tensor:
@@ -455,7 +459,7 @@ def frobenius_objective(
     Examples
     --------
     >>> import torch
-    >>> from sknmf._torch.hals import frobenius_objective
+    >>> from sknmf._torch.solvers.hals import frobenius_objective
     >>> X = torch.ones(2, 2, dtype=torch.float64)
     >>> frobenius_objective(X, torch.ones(2, 1, dtype=torch.float64),
     ...                     torch.ones(1, 2, dtype=torch.float64))

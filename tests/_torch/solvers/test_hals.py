@@ -7,13 +7,13 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
-
 from sknmf._torch.hals import (
     frobenius_objective,
     hals_solve_W,
     hals_step,
     squared_norm,
 )
+
 from sknmf._torch.sparse import CSRMatrix
 
 F64 = torch.float64
