@@ -75,9 +75,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         only; it fits one-layer models and each layer's pretraining, while the
         joint fine-tuning of deep models uses multiplicative updates.
         ``"adam"``: codes by multiplicative updates, weights by projected Adam
-        steps (works with mini-batches). ``"auto"``: ``"hals"`` for the
-        Frobenius loss on full batches, ``"adam"`` when ``batch_size`` is set,
-        ``"mu"`` otherwise.
+        steps. With ``batch_size`` set, ``"mu"`` and ``"hals"`` follow the
+        online rule (running statistics weighted by ``forget_factor``, as
+        :class:`sklearn.decomposition.MiniBatchNMF`). ``"auto"``: ``"hals"``
+        for the Frobenius loss on full batches, ``"adam"`` when ``batch_size``
+        is set, ``"mu"`` otherwise; in :meth:`partial_fit`, ``"hals"`` for
+        the Frobenius loss and ``"mu"`` otherwise.
     loss : {"layer", "data"}, default="layer"
         Joint objective of the fine-tuning (deep models only).
     layer_weights : array-like of shape (n_layers,), default=None
@@ -85,13 +88,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         (``λ_1 = 1``, ``λ_l = D_1 / D_l``), so no layer dominates and the
         penalties keep the scale they have in scikit-learn.
     max_iter : int, default=200
-        Maximum number of iterations (epochs) of the joint fine-tuning, of the one
-        layer of a shallow model, and of :meth:`transform`.
+        Maximum number of iterations of :meth:`transform` (and of the encoding
+        of each :meth:`partial_fit` batch), and of the training stages unless
+        ``max_epochs`` is set.
     tol : float, default=1e-4
         Stop when the error decreased by less than ``tol`` times the initial error
         over 10 iterations (scikit-learn's rule). 0 runs ``max_iter`` iterations.
     pretrain_max_iter : int, default=None
-        Iterations of each layer's pretraining; None uses ``max_iter``.
+        Epochs of each layer's pretraining in deep models; None uses
+        ``max_epochs`` (or ``max_iter``) in :meth:`fit` and no pretraining (the
+        initialisation only) on the first :meth:`partial_fit` batch. One-layer
+        models have no pretraining: setting it raises.
     alpha_W : float, default=0.0
         Penalty on the codes, scaled by the width of what they approximate
         (``n_features`` for the first layer), as in scikit-learn.
@@ -100,25 +107,31 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     l1_ratio : float, default=0.0
         Share of L1 in the penalties.
     batch_size : int, default=None
-        Rows per mini-batch; None trains on the full batch.
+        Rows per mini-batch (in :meth:`partial_fit`: of each online step over
+        the given batch); None trains on the full batch.
     max_epochs : int, default=None
-        Passes over the data for mini-batch training; None uses ``max_iter``.
+        Epochs (passes over the data) of each training stage of :meth:`fit`;
+        None uses ``max_iter``. In :meth:`partial_fit`, passes of the online
+        rule over the batch (default 1).
     lr : float, default=1e-2
-        Learning rate of the Adam solver (relative: the weights' rows sum to one
-        in deep models).
+        Learning rate of ``solver="adam"`` (relative: the weights' rows sum to
+        one in deep models); the other solvers have no step size.
     device : str or torch.device, default="cpu"
         ``"cpu"`` or ``"cuda"``.
     forget_factor : float, default=0.7
-        Weight of the past in :meth:`partial_fit`'s running statistics, as in
-        :class:`sklearn.decomposition.MiniBatchNMF`.
+        Weight of the past in the running statistics of the online rule
+        (:meth:`partial_fit`, and mini-batch fits with ``solver="mu"`` or
+        ``"hals"``), as in :class:`sklearn.decomposition.MiniBatchNMF`.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation and batch order.
     verbose : int, default=0
         1 shows a progress bar and the loss of each epoch.
     callbacks : list of skorch callbacks, default=None
-        Extra callbacks for the training net, e.g.
+        Extra callbacks for every skorch loop the model runs (training stages,
+        transform, partial_fit), e.g.
         ``skorch.callbacks.EarlyStopping(monitor="train_loss")``. Copied, never
-        modified.
+        modified. A callback stops a loop by raising ``KeyboardInterrupt``
+        (skorch's convention); a real Ctrl-C still interrupts the program.
 
     Attributes
     ----------
@@ -139,8 +152,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     history_ : skorch.History
         Loss (``train_loss``, penalties included) and ``error`` per epoch of the
         last training stage.
+    pretrain_histories_ : list of skorch.History
+        The same for each layer's pretraining.
     net_ : skorch.NeuralNet
-        The skorch net of the last training stage.
+        The skorch net of the last training stage (weights only: the codes of
+        the training rows are not kept).
+    layer_weights_ : ndarray of shape (n_layers,)
+        The ``λ_l`` used.
+    n_steps_ : int
+        Number of :meth:`partial_fit` calls since the model was initialised.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string feature names.
@@ -515,27 +535,39 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             seed = seed_from_random_state(self.random_state)
             gen = make_generator(seed)
             custom = self._check_custom(W, H, X, ranks, online=True)
-            Ws0, Hs, target = [], [], Xt
-            for l, r in enumerate(ranks):
+            solver = self._online_solver(problem)
+
+            def init_layer(l, target):
                 if custom is not None:
-                    W_l, H_l = custom[0][l], custom[1][l]
-                else:
-                    W_l, H_l = initialize_nmf(target, r, self.init, gen)
-                if len(ranks) > 1:
-                    W_l, H_l = normalize_rows(W_l, H_l)
-                Ws0.append(W_l)
-                Hs.append(H_l)
-                target = W_l
+                    return custom[0][l], custom[1][l]
+                return initialize_nmf(target, ranks[l], self.init, gen)
+
+            # The first batch initialises the layers, and pretrains them when
+            # pretrain_max_iter asks for it.
+            pre = self.pretrain_max_iter
+            stages = [
+                self._stage(pre, seed + l, batch_size=None, forget_factor=None)
+                if pre
+                else None
+                for l in range(len(ranks))
+            ]
+            Ws0, Hs, results = pretrain(
+                Xt, ranks, init_layer, problem, solver, stages, batched=False, lr=self.lr
+            )
+            for r in results:
+                self._warn_unconverged(r)
             terms = layer_terms_of(Xt, Ws0, Hs, beta) if len(ranks) > 1 else None
             self.layer_weights_ = np.asarray(self._weights(terms), dtype=np.float64)
             self._beta = beta
-            self._solver = self._online_solver(problem)
+            self._solver = solver
             self._seed = seed
             self._running = None
             self._solver_state = None
             self.n_steps_ = 0
             self._store_weights(Hs, X.dtype)
-            starts = custom[0] if custom is not None and W is not None else None
+            starts = None
+            if custom is not None and W is not None and not pre:
+                starts = Ws0
         else:
             self._check_zeros(X, self._beta)
             if W is not None or H is not None:
@@ -648,16 +680,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             )
 
     def _check_solver_options(self, problem, batched, online=False):
-        """Raise where the solver cannot run, or a parameter would be ignored."""
+        """Raise where the solver cannot solve the problem (e.g. HALS with KL)."""
         name = self._online_solver(problem) if online else self.solver
         make_solver(name, problem, batched=batched, lr=self.lr)
-        resolved = auto_solver(problem, batched=batched) if name == "auto" else name
-        if resolved != "adam" and self.lr != 1e-2:
-            raise ValueError(
-                f"lr={self.lr!r} is the step of solver='adam'; the solver here is "
-                f"{resolved!r}, which has no step size. Use solver='adam' or "
-                "leave lr at its default."
-            )
 
     def _alphas(self):
         alpha_H = self.alpha_W if self.alpha_H == "same" else self.alpha_H

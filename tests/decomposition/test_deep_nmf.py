@@ -120,7 +120,7 @@ def test_fine_tuning_improves_every_layer_and_data_centric_does_not():
     X = _planted()
     # Multiplicative pretraining, as in the deep NMF papers: HALS pretraining fits
     # layer 1 almost exactly with codes the second layer cannot follow, which
-    # leaves fine-tuning little to trade (see the closing note).
+    # leaves fine-tuning little to trade.
     kw = dict(solver="mu", max_iter=300, tol=0, random_state=0)
     layer = DeepNMF((10, 4), loss="layer", **kw).fit(X)
     assert all(
