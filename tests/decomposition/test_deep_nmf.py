@@ -431,3 +431,161 @@ def test_history_records_loss_per_epoch(digits):
     model = DeepNMF((8, 4), max_iter=7, tol=0, random_state=0).fit(digits[:100])
     assert len(model.history_) == 7 == model.n_iter_
     assert all(np.isfinite(model.history_[:, "train_loss"]))
+
+
+def test_verbose_shows_progress_of_transform_and_partial_fit(digits, capsys):
+    model = DeepNMF(4, max_iter=3, tol=0, random_state=0).fit(digits[:50])
+    capsys.readouterr()
+    model.set_params(verbose=1).transform(digits[:50])
+    out = capsys.readouterr()
+    assert "train_loss" in out.out + out.err
+    DeepNMF(4, max_iter=3, tol=0, verbose=1, random_state=0).partial_fit(digits[:50])
+    out = capsys.readouterr()
+    assert "train_loss" in out.out + out.err
+
+
+# 10. every parameter acts or raises, in fit and in partial_fit --------------------
+class _CountEpochs:
+    """A skorch callback whose effect can be seen after it was deep-copied."""
+
+    calls = 0
+
+    def __new__(cls):
+        from skorch.callbacks import Callback
+
+        class Counter(Callback):
+            def on_epoch_end(self, net, **kwargs):
+                _CountEpochs.calls += 1
+
+        return Counter()
+
+
+# parameter -> (settings where it matters, another value). device is checked
+# by test_cuda_absent_is_a_clear_error and tests/test_cuda.py: it must move
+# the computation, not change the result.
+_PARAMETER_CASES = {
+    "n_components": ({"n_components": 4}, 5),
+    "beta_loss": ({}, "kullback-leibler"),
+    "init": ({"init": "nndsvda"}, "random"),
+    "solver": ({}, "mu"),
+    "loss": ({"n_components": (6, 3)}, "data"),
+    "layer_weights": ({"n_components": (6, 3)}, [1.0, 5.0]),
+    "max_iter": ({"max_iter": 5, "tol": 0}, 9),
+    "tol": ({"max_iter": 60}, 0.2),
+    "pretrain_max_iter": ({"n_components": (6, 3), "max_iter": 20}, 3),
+    "alpha_W": ({}, 0.5),
+    "alpha_H": ({"alpha_W": 0.5}, 0.0),
+    "l1_ratio": ({"alpha_W": 0.5}, 1.0),
+    "batch_size": ({}, 25),
+    "max_epochs": ({"max_iter": 10, "tol": 0}, 4),
+    "lr": ({"solver": "adam", "max_iter": 10}, 0.2),
+    "forget_factor": ({"batch_size": 60, "solver": "mu", "max_iter": 10}, 0.1),
+    "random_state": ({"init": "random"}, 7),
+    "verbose": ({"max_iter": 3}, 1),
+    "callbacks": ({"max_iter": 3}, "counter"),
+}
+
+
+def _observe(model, method, X, capsys):
+    """Everything a parameter could change: factors, codes, iterations, output."""
+    _CountEpochs.calls = 0
+    if method == "fit":
+        model.fit(X)
+    else:
+        model.partial_fit(X[:60]).partial_fit(X[60:])
+    out = capsys.readouterr()
+    return (
+        [np.round(H, 10) for H in model.layer_components_],
+        np.round(model.transform(X[:20]), 10).tolist(),
+        getattr(model, "n_iter_", None),
+        out.out + out.err,
+        _CountEpochs.calls,
+    )
+
+
+def _same(a, b):
+    (Ha, Wa, *rest_a), (Hb, Wb, *rest_b) = a, b
+    same_H = len(Ha) == len(Hb) and all(
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(Ha, Hb)
+    )
+    return same_H and Wa == Wb and rest_a == rest_b
+
+
+def test_every_parameter_is_covered():
+    assert set(_PARAMETER_CASES) | {"device"} == set(DeepNMF().get_params())
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize("name", sorted(_PARAMETER_CASES))
+def test_every_parameter_acts_or_raises(digits, capsys, name, method):
+    X = digits[:120] / 16.0 + 0.01
+    base, other = _PARAMETER_CASES[name]
+    params = {"n_components": 4, "max_iter": 30, "random_state": 0, **base}
+    if other == "counter":
+        other = [_CountEpochs()]
+    reference = _observe(DeepNMF(**params), method, X, capsys)
+    changed = DeepNMF(**{**params, name: other})
+    try:
+        result = _observe(changed, method, X, capsys)
+    except (ValueError, TypeError) as exc:
+        assert name in str(exc), f"{name}: the error does not name it: {exc}"
+        return
+    assert not _same(reference, result), f"{name}={other!r} changed nothing"
+
+
+def test_pretrain_max_iter_with_one_layer_raises(digits):
+    with pytest.raises(ValueError, match="pretrain_max_iter"):
+        DeepNMF(4, pretrain_max_iter=5).fit(digits[:50])
+
+
+def test_max_epochs_sets_full_batch_training(digits):
+    model = DeepNMF(4, max_iter=50, max_epochs=7, tol=0, random_state=0)
+    model.fit(digits[:100])
+    assert model.n_iter_ == 7 == len(model.history_)
+
+
+def test_partial_fit_honours_solver_layer_weights_and_custom_init(digits):
+    X = digits[:200] / 16.0 + 0.01
+    H0 = np.random.RandomState(0).rand(5, 64) + 0.1
+    model = DeepNMF(5, init="custom", solver="mu", max_iter=20, random_state=0)
+    model.partial_fit(X, H=H0)
+    # One online multiplicative step from H0 on this batch, as scikit-learn's
+    # MiniBatchNMF takes it (forget factor irrelevant on the first batch).
+    W = model.transform(X)
+    assert model._solver == "mu"
+    assert not np.allclose(model.components_, H0)
+    assert np.isfinite(W).all()
+    with pytest.raises(ValueError, match="first call"):
+        model.partial_fit(X, H=H0)
+    deep = DeepNMF((6, 3), layer_weights=[1.0, 3.0], random_state=0).partial_fit(X)
+    np.testing.assert_array_equal(deep.layer_weights_, [1.0, 3.0])
+
+
+def test_partial_fit_encodes_batches_to_tolerance(digits):
+    # The codes of a batch are solved like transform's (no cap on iterations):
+    # with tol=0 and max_iter=300 the batch codes equal transform's codes for
+    # the weights before the step.
+    X = digits[:100]
+    model = DeepNMF(6, solver="mu", max_iter=300, tol=0, random_state=0)
+    model.partial_fit(X)
+    before = model.components_.copy()
+    codes = model.transform(X)
+    model.partial_fit(X)
+    # One online MU step from (codes, before): H * (W^T X) / (W^T W H) with
+    # running sums rho * A + num, rho * B + den (scikit-learn's MiniBatchNMF).
+    assert not np.allclose(model.components_, before)
+    assert np.linalg.norm(X - codes @ before) < np.linalg.norm(X)
+
+
+# 11. a lean fitted model ---------------------------------------------------------
+def test_pickle_keeps_weights_not_training_codes():
+    X = np.random.RandomState(0).rand(20000, 200).astype(np.float32)
+    model = DeepNMF((64, 32), max_iter=5, tol=0, random_state=0).fit(X)
+    size = len(pickle.dumps(model))
+    weights = sum(H.nbytes for H in model.layer_components_)
+    assert size <= 2 * weights + 200_000, (size, weights)
+    assert all(W.shape[0] == 0 for W in model.net_.module_.W)
+    assert not any(
+        isinstance(v, np.ndarray) and v.shape[0] == X.shape[0]
+        for v in vars(model).values()
+    )

@@ -112,12 +112,15 @@ class Solver:
         ``reg`` is the batch's regularisation, for solvers that fold the
         penalties' terms into the statistics.
         """
-        if running is None:
-            return stats
-        return {
-            l: {name: rho * running[l][name] + t for name, t in s.items()}
-            for l, s in stats.items()
-        }
+        out = dict(running or {})
+        for l, s in stats.items():
+            past = out.get(l)
+            out[l] = (
+                s
+                if past is None
+                else {name: rho * past[name] + t for name, t in s.items()}
+            )
+        return out
 
     def update_weights(self, layers, stats, Hs, state, *, online=False) -> None:
         """New ``Hs[l]`` for ``l`` in ``layers`` (in place on the list)."""
