@@ -15,7 +15,8 @@ from .sparse import CSRMatrix, matmul, tmatmul
 INIT_METHODS = ("random", "nndsvd", "nndsvda", "nndsvdar")
 
 
-def _mean(X) -> torch.Tensor:
+def data_mean(X) -> torch.Tensor:
+    """Mean of all entries of a dense tensor or a ``CSRMatrix`` (zeros included)."""
     if isinstance(X, CSRMatrix):
         return X.sum() / (X.shape[0] * X.shape[1])
     return X.mean()
@@ -140,7 +141,7 @@ def initialize_nmf(
     if init is None:
         init = "nndsvda" if n_components <= min(n, m) else "random"
     if init == "random":
-        avg = torch.sqrt(_mean(X) / n_components)
+        avg = torch.sqrt(data_mean(X) / n_components)
         H = avg * _randn((n_components, m), ref, generator).abs()
         W = avg * _randn((n, n_components), ref, generator).abs()
         return W, H
@@ -177,11 +178,11 @@ def initialize_nmf(
     W[W < eps] = 0
     H[H < eps] = 0
     if init == "nndsvda":
-        avg = _mean(X)
+        avg = data_mean(X)
         W[W == 0] = avg
         H[H == 0] = avg
     elif init == "nndsvdar":
-        avg = _mean(X)
+        avg = data_mean(X)
         zw, zh = W == 0, H == 0
         W[zw] = (avg * _randn((int(zw.sum()),), ref, generator) / 100).abs()
         H[zh] = (avg * _randn((int(zh.sum()),), ref, generator) / 100).abs()

@@ -18,6 +18,7 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 
+from .divergence import squared_norm
 from .modules import DeepFactorChain
 from .objective import error_of, objective
 from .solvers import Solver, iterate
@@ -325,8 +326,6 @@ def run_stage(
     with torch.no_grad():
         sq = None
         if solver.problem.beta == 2.0 and solver.problem.loss == "layer":
-            from .divergence import squared_norm
-
             sq = squared_norm(X)
         _, terms = objective(X, Ws, Hs, solver.problem, sq_norm_X=sq)
     error0 = error_of(solver.problem.weights, terms)

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 
 from ..divergence import squared_norm
+from ..init import constant_codes, data_mean
 from ..objective import Problem, Regularization, objective
 
 
@@ -75,10 +76,7 @@ class Solver:
 
     def initial_codes(self, X, H: torch.Tensor, reg: Regularization | None):
         """Deterministic start of the codes of ``X`` for fixed ``H`` (transform)."""
-        n, k = X.shape[0], H.shape[0]
-        mean = _mean(X)
-        value = (mean / k).sqrt()
-        return torch.full((n, k), float(value), dtype=H.dtype, device=H.device)
+        return constant_codes(X.shape[0], H.shape[0], data_mean(X), H)
 
     def reg(self, state: dict):
         """The penalties of the current block (a mini-batch carries its share
@@ -178,14 +176,6 @@ def iterate(
         return None, None, running
     total, terms = solver.loss(X, Ws, Hs, stats, state)
     return total, terms, running
-
-
-def _mean(X) -> torch.Tensor:
-    from ..sparse import CSRMatrix
-
-    if isinstance(X, CSRMatrix):
-        return X.sum() / (X.shape[0] * X.shape[1])
-    return X.mean()
 
 
 def cached_squared_norm(X, state: dict) -> float:
