@@ -29,7 +29,7 @@ from skorch.callbacks import Callback
 from .._torch.divergence import beta_divergence, beta_loss_to_float
 from .._torch.init import initialize_nmf
 from .._torch.nets import Stage
-from .._torch.objective import Problem, Regularization, chain, normalize_rows
+from .._torch.objective import Problem, Regularization, chain
 from .._torch.solvers import SOLVERS, auto_solver, make_solver
 from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
@@ -552,7 +552,14 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 for l in range(len(ranks))
             ]
             Ws0, Hs, results = pretrain(
-                Xt, ranks, init_layer, problem, solver, stages, batched=False, lr=self.lr
+                Xt,
+                ranks,
+                init_layer,
+                problem,
+                solver,
+                stages,
+                batched=False,
+                lr=self.lr,
             )
             for r in results:
                 self._warn_unconverged(r)
