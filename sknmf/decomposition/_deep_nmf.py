@@ -311,8 +311,6 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X, W, H):
         """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
-        for name in ("_running", "_solver_state", "n_steps_"):
-            self.__dict__.pop(name, None)
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape)
         beta = self._check_beta(X)
@@ -375,6 +373,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.layer_weights_ = np.asarray(problem.weights, dtype=np.float64)
         self._beta = beta
         self._solver = self.solver
+        self._seed = seed
+        self._running, self._solver_state, self.n_steps_ = None, None, 0
         self._store_weights(Hs, X.dtype)
         self._store_errors(Xt, Ws, Hs)
         if L == 1:
@@ -491,6 +491,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return -float(loss) / X.shape[0]
 
     # ----------------------------------------------------------- partial_fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, W=None, H=None):
         """Update the model with one mini-batch (online learning).
 
@@ -521,9 +522,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         -------
         self : DeepNMF
         """
-        first = not hasattr(self, "n_steps_")
-        if first:
-            self._validate_params()
+        # A model fitted with fit goes on learning from its weights.
+        first = not hasattr(self, "components_")
         X = self._validate_input(X, reset=first)
         n_samples, n_features = X.shape
         Xt = _to_tensor(X, check_device(self.device))
@@ -586,6 +586,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ranks = tuple(H_l.shape[0] for H_l in self.layer_components_)
         problem = self._online_problem(self._beta, ranks, n_samples)
         problem.weights = list(self.layer_weights_)
+        self._solver = self._online_solver(problem)
         Hs = [
             torch.as_tensor(H_l, device=Xt.device).to(Xt.dtype)
             for H_l in self.layer_components_

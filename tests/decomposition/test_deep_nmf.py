@@ -589,3 +589,16 @@ def test_pickle_keeps_weights_not_training_codes():
         isinstance(v, np.ndarray) and v.shape[0] == X.shape[0]
         for v in vars(model).values()
     )
+
+
+def test_partial_fit_after_fit_goes_on_from_the_fitted_weights(digits):
+    X = digits / 16.0
+    model = DeepNMF(8, max_iter=100, random_state=0).fit(X[:900])
+    fitted = model.components_.copy()
+    model.partial_fit(X[900:1000])
+    step = np.linalg.norm(model.components_ - fitted) / np.linalg.norm(fitted)
+    fresh = DeepNMF(8, max_iter=100, random_state=0).partial_fit(X[900:1000])
+    jump = np.linalg.norm(fresh.components_ - fitted) / np.linalg.norm(fitted)
+    # One online step moves the fitted weights a little, not back to an init.
+    assert step < 0.5 * jump, (step, jump)
+    assert model.n_steps_ == 1
