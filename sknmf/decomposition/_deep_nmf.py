@@ -35,6 +35,7 @@ from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
 from ._ranks import check_ranks
+from ._validation import check_codes, check_custom_factors, to_tensor
 
 _SOLVERS = {"auto", *SOLVERS}
 _MAX_LAYER_WEIGHT = 1e6
@@ -314,7 +315,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape)
         beta = self._check_beta(X)
-        Xt = _to_tensor(X, check_device(self.device))
+        Xt = to_tensor(X, check_device(self.device))
         seed = seed_from_random_state(self.random_state)
         gen = make_generator(seed)
         n_samples, n_features = X.shape
@@ -429,7 +430,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
-        Xt = _to_tensor(X, check_device(self.device))
+        Xt = to_tensor(X, check_device(self.device))
         return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
 
     def _encode_tensor(self, Xt, starts=None) -> list:
@@ -463,7 +464,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         X_original : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = _check_codes(X, self.n_components_)
+        X = check_codes(X, self.n_components_)
         return np.asarray(X @ self.components_.astype(X.dtype, copy=False))
 
     def score(self, X, y=None):
@@ -484,7 +485,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
-        Xt = _to_tensor(X, check_device(self.device))
+        Xt = to_tensor(X, check_device(self.device))
         W = self._encode_tensor(Xt)[-1]
         comp = torch.as_tensor(self.components_, device=W.device).to(W.dtype)
         loss = beta_divergence(Xt, W, comp, self._beta)
@@ -526,7 +527,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         first = not hasattr(self, "components_")
         X = self._validate_input(X, reset=first)
         n_samples, n_features = X.shape
-        Xt = _to_tensor(X, check_device(self.device))
+        Xt = to_tensor(X, check_device(self.device))
         if first:
             ranks = self._check_ranks(X.shape)
             beta = self._check_beta(X)
@@ -716,58 +717,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                     stacklevel=4,
                 )
             return None
-        if H is None or (W is None and not online):
-            raise ValueError(
-                "init='custom' needs both W and H passed to fit (partial_fit: H, "
-                "and optionally W)."
-            )
-        L = len(ranks)
-        n_samples, n_features = X.shape
-        widths = [n_features, *ranks[:-1]]
-        H_list = list(H) if isinstance(H, (list, tuple)) else [H]
-        if W is None:
-            W_list = [None] * L
-        else:
-            W_list = list(W) if isinstance(W, (list, tuple)) else [W]
-        if len(W_list) != L or len(H_list) != L:
-            raise ValueError(
-                f"init='custom' with {L} layer(s) needs {L} W and {L} H arrays, got "
-                f"{len(W_list)} and {len(H_list)}."
-            )
-        device = check_device(self.device)
-        out_W, out_H = [], []
-        for l in range(L):
-            for name, A, shape, out in (
-                (f"W[{l}]" if L > 1 else "W", W_list[l], (n_samples, ranks[l]), out_W),
-                (f"H[{l}]" if L > 1 else "H", H_list[l], (ranks[l], widths[l]), out_H),
-            ):
-                if A is None:
-                    out.append(None)
-                    continue
-                A = np.asarray(A)
-                if A.shape != shape:
-                    raise ValueError(
-                        f"Array passed as {name} for init='custom' has shape "
-                        f"{A.shape}; expected {shape}."
-                    )
-                if not np.all(np.isfinite(A)) or np.any(A < 0):
-                    raise ValueError(
-                        f"Array passed as {name} for init='custom' must be finite "
-                        "and nonnegative."
-                    )
-                if np.max(A, initial=0) == 0:
-                    raise ValueError(
-                        f"Array passed as {name} for init='custom' is all zeros; "
-                        "multiplicative updates cannot leave zero."
-                    )
-                out.append(torch.tensor(np.array(A, dtype=X.dtype), device=device))
-        if W is None:
-            # partial_fit without W: the first codes come from the weights.
-            out_W = [
-                torch.zeros((n_samples, r), dtype=out_H[0].dtype, device=device)
-                for r in ranks
-            ]
-        return out_W, out_H
+        return check_custom_factors(
+            W, H, X, ranks, check_device(self.device), online=online
+        )
 
     def _weights(self, terms):
         """Layer weights: given, or equalising the pretrained layers' ``terms``
@@ -815,43 +767,6 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-def _check_codes(X, n_components):
-    if sp.issparse(X):
-        X = X.toarray()
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
-    if X.ndim != 2 or X.shape[1] != n_components:
-        raise ValueError(
-            f"Codes must have shape (n_samples, {n_components}); got {X.shape}."
-        )
-    return X
-
-
-def _to_tensor(X, device):
-    """``X`` as a tensor (or CSRMatrix) that shares memory with it where it can.
-
-    The solvers only read X, so on CPU a C-contiguous array (or a canonical CSR
-    matrix) is wrapped without a copy: the fit's peak memory is then X plus the
-    factors and the products' outputs.
-    """
-    if sp.issparse(X):
-        X = sp.csr_matrix(X)  # shares the arrays of a CSR input
-        if not X.has_canonical_format:
-            # Sorting in place would reorder the caller's arrays.
-            X = X.copy()
-            X.sum_duplicates()
-        return CSRMatrix.from_scipy(X, device)
-    X = np.ascontiguousarray(X)
-    if torch.device(device).type != "cpu":
-        return torch.as_tensor(X, device=device)
-    with warnings.catch_warnings():
-        # torch warns that a read-only array could be written through the
-        # tensor; these tensors are only read.
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(X)
 
 
 def _sqrt2(loss: float) -> float:

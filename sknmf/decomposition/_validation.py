@@ -1,0 +1,112 @@
+"""Validation of what users hand to DeepNMF besides X: custom factors and codes.
+
+Also the conversion of validated input to the tensors the solvers read (no copy
+where the layout allows it).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._torch.sparse import CSRMatrix
+
+
+def check_custom_factors(W, H, X, ranks, device, online=False):
+    """The factors given with ``init="custom"``, checked, as tensors of X's dtype.
+
+    ``fit`` needs ``W`` and ``H`` (one array each for one layer, a list per layer
+    for deep models); ``partial_fit`` needs ``H`` and takes ``W`` optionally
+    (zeros stand in for it). Returns ``(Ws, Hs)``.
+    """
+    if H is None or (W is None and not online):
+        raise ValueError(
+            "init='custom' needs both W and H passed to fit (partial_fit: H, "
+            "and optionally W)."
+        )
+    L = len(ranks)
+    n_samples, n_features = X.shape
+    widths = [n_features, *ranks[:-1]]
+    H_list = list(H) if isinstance(H, (list, tuple)) else [H]
+    if W is None:
+        W_list = [None] * L
+    else:
+        W_list = list(W) if isinstance(W, (list, tuple)) else [W]
+    if len(W_list) != L or len(H_list) != L:
+        raise ValueError(
+            f"init='custom' with {L} layer(s) needs {L} W and {L} H arrays, got "
+            f"{len(W_list)} and {len(H_list)}."
+        )
+    out_W, out_H = [], []
+    for l in range(L):
+        for name, A, shape, out in (
+            (f"W[{l}]" if L > 1 else "W", W_list[l], (n_samples, ranks[l]), out_W),
+            (f"H[{l}]" if L > 1 else "H", H_list[l], (ranks[l], widths[l]), out_H),
+        ):
+            if A is None:
+                out.append(None)
+                continue
+            A = np.asarray(A)
+            if A.shape != shape:
+                raise ValueError(
+                    f"Array passed as {name} for init='custom' has shape "
+                    f"{A.shape}; expected {shape}."
+                )
+            if not np.all(np.isfinite(A)) or np.any(A < 0):
+                raise ValueError(
+                    f"Array passed as {name} for init='custom' must be finite "
+                    "and nonnegative."
+                )
+            if np.max(A, initial=0) == 0:
+                raise ValueError(
+                    f"Array passed as {name} for init='custom' is all zeros; "
+                    "multiplicative updates cannot leave zero."
+                )
+            out.append(torch.tensor(np.array(A, dtype=X.dtype), device=device))
+    if W is None:
+        # partial_fit without W: the first codes come from the weights.
+        out_W = [
+            torch.zeros((n_samples, r), dtype=out_H[0].dtype, device=device)
+            for r in ranks
+        ]
+    return out_W, out_H
+
+
+def check_codes(X, n_components):
+    if sp.issparse(X):
+        X = X.toarray()
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.ndim != 2 or X.shape[1] != n_components:
+        raise ValueError(
+            f"Codes must have shape (n_samples, {n_components}); got {X.shape}."
+        )
+    return X
+
+
+def to_tensor(X, device):
+    """``X`` as a tensor (or CSRMatrix) that shares memory with it where it can.
+
+    The solvers only read X, so on CPU a C-contiguous array (or a canonical CSR
+    matrix) is wrapped without a copy: the fit's peak memory is then X plus the
+    factors and the products' outputs.
+    """
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)  # shares the arrays of a CSR input
+        if not X.has_canonical_format:
+            # Sorting in place would reorder the caller's arrays.
+            X = X.copy()
+            X.sum_duplicates()
+        return CSRMatrix.from_scipy(X, device)
+    X = np.ascontiguousarray(X)
+    if torch.device(device).type != "cpu":
+        return torch.as_tensor(X, device=device)
+    with warnings.catch_warnings():
+        # torch warns that a read-only array could be written through the
+        # tensor; these tensors are only read.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(X)
