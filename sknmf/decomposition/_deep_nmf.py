@@ -7,6 +7,7 @@ is the stages' (:mod:`sknmf._torch.stages`), each a skorch net run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -59,8 +60,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, sequence of int or None, default=None
-        Rank of each layer, non-increasing. None means ``n_features``.
+    n_components : int, sequence of int, "auto" or None, default=None
+        Rank of each layer, non-increasing. None means ``n_features``;
+        ``"auto"`` takes the ranks from the ``H`` given with ``init="custom"``
+        (``n_features`` without them), as scikit-learn does.
     beta_loss : {"frobenius", "kullback-leibler", "itakura-saito"} or float, \
             default="frobenius"
         Beta-divergence to minimise. Values ``<= 0`` reject data with zeros.
@@ -194,11 +197,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "n_components": [
             Interval(Integral, 1, None, closed="left"),
             "array-like",
+            StrOptions({"auto"}),
             None,
         ],
         "beta_loss": [
             StrOptions({"frobenius", "kullback-leibler", "itakura-saito"}),
-            Real,
+            Interval(Real, None, None, closed="neither"),
         ],
         "init": [
             StrOptions({"random", "nndsvd", "nndsvda", "nndsvdar", "custom"}),
@@ -289,7 +293,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self : DeepNMF
             The fitted estimator.
         """
-        self._fit(X, W, H)
+        with _unchanged_on_failure(self):
+            self._fit(X, W, H)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -307,13 +312,14 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         codes : ndarray of shape (n_samples, n_components_)
             Identical to ``fit(X).transform(X)``.
         """
-        X, Xt = self._fit(X, W, H)
-        return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
+        with _unchanged_on_failure(self):
+            X, Xt = self._fit(X, W, H)
+            return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
 
     def _fit(self, X, W, H):
         """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
         X = self._validate_input(X, reset=True)
-        ranks = self._check_ranks(X.shape)
+        ranks = self._check_ranks(X.shape, H)
         beta = self._check_beta(X)
         Xt = to_tensor(X, check_device(self.device))
         seed = seed_from_random_state(self.random_state)
@@ -523,13 +529,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         -------
         self : DeepNMF
         """
+        with _unchanged_on_failure(self):
+            return self._partial_fit(X, W, H)
+
+    def _partial_fit(self, X, W, H):
         # A model fitted with fit goes on learning from its weights.
         first = not hasattr(self, "components_")
         X = self._validate_input(X, reset=first)
         n_samples, n_features = X.shape
         Xt = to_tensor(X, check_device(self.device))
         if first:
-            ranks = self._check_ranks(X.shape)
+            ranks = self._check_ranks(X.shape, H)
             beta = self._check_beta(X)
             problem = self._online_problem(beta, ranks, n_samples)
             self._check_solver_options(problem, batched=True, online=True)
@@ -650,9 +660,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_non_negative(X, f"{type(self).__name__} (input X)")
         return X
 
-    def _check_ranks(self, shape):
+    def _check_ranks(self, shape, H=None):
         nc = self.n_components
-        ranks = (shape[1],) if nc is None else check_ranks(nc)
+        if nc == "auto" and self.init == "custom" and H is not None:
+            H_list = list(H) if isinstance(H, (list, tuple)) else [H]
+            ranks = check_ranks([np.shape(H_l)[0] for H_l in H_list])
+        elif nc is None or (isinstance(nc, str) and nc == "auto"):
+            ranks = (shape[1],)
+        else:
+            ranks = check_ranks(nc)
         if self.layer_weights is not None:
             lw = np.asarray(self.layer_weights, dtype=float).ravel()
             if (
@@ -767,6 +783,23 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+@contextlib.contextmanager
+def _unchanged_on_failure(estimator):
+    """A fit that raises (or is interrupted) leaves the estimator as it was.
+
+    Validation sets ``n_features_in_`` before the factors exist: without this an
+    exception in a refit would leave the new data's attributes beside the old
+    model's factors.
+    """
+    before = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(before)
+        raise
 
 
 def _sqrt2(loss: float) -> float:

@@ -49,6 +49,14 @@ def check_custom_factors(W, H, X, ranks, device, online=False):
             if A is None:
                 out.append(None)
                 continue
+            dtype = getattr(A, "dtype", None)
+            if dtype is not None and np.dtype(dtype) != X.dtype:
+                # As scikit-learn: factors of another precision than X are the
+                # caller's mistake, not something to cast silently.
+                raise TypeError(
+                    f"{name} should have the same dtype as X. Got {name}.dtype = "
+                    f"{np.dtype(dtype)}, X.dtype = {X.dtype}."
+                )
             A = np.asarray(A)
             if A.shape != shape:
                 raise ValueError(
@@ -84,6 +92,11 @@ def check_codes(X, n_components):
     if X.ndim != 2 or X.shape[1] != n_components:
         raise ValueError(
             f"Codes must have shape (n_samples, {n_components}); got {X.shape}."
+        )
+    if not np.all(np.isfinite(X)):
+        raise ValueError(
+            "Codes passed to inverse_transform contain NaN or infinity; give "
+            "finite codes (e.g. from transform)."
         )
     return X
 

@@ -602,3 +602,62 @@ def test_partial_fit_after_fit_goes_on_from_the_fitted_weights(digits):
     # One online step moves the fitted weights a little, not back to an init.
     assert step < 0.5 * jump, (step, jump)
     assert model.n_steps_ == 1
+
+
+# 12. bad input and failures leave clear errors and intact estimators -------------
+@pytest.mark.parametrize("beta", [np.nan, np.inf, -np.inf])
+def test_non_finite_beta_rejected(digits, beta):
+    with pytest.raises(ValueError, match="beta_loss"):
+        DeepNMF(3, beta_loss=beta).fit(digits[:20])
+
+
+def test_inverse_transform_rejects_non_finite_codes(digits):
+    model = DeepNMF(3, max_iter=5, random_state=0).fit(digits[:30])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.inverse_transform(np.full((2, 3), np.nan))
+
+
+def test_n_components_auto_from_custom_H(digits):
+    X = digits[:40]
+    rng = np.random.RandomState(0)
+    W, H = rng.rand(40, 5), rng.rand(5, 64)
+    model = DeepNMF("auto", init="custom", max_iter=3).fit(X, W=W, H=H)
+    assert model.n_components_ == 5
+    assert DeepNMF("auto", max_iter=3).fit(X).n_components_ == 64
+
+
+def test_failed_refit_leaves_the_previous_model(digits):
+    from skorch.callbacks import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            raise RuntimeError("boom")
+
+    model = DeepNMF(3, max_iter=5, random_state=0).fit(digits[:30])
+    before = model.components_.copy()
+    with pytest.raises(RuntimeError, match="boom"):
+        model.set_params(callbacks=[Boom()]).fit(np.ones((10, 7)))
+    assert model.n_features_in_ == 64
+    np.testing.assert_array_equal(model.components_, before)
+    model.set_params(callbacks=None).transform(digits[:5])
+
+
+def test_garbage_callback_is_a_clear_error(digits):
+    with pytest.raises(TypeError, match="callbacks"):
+        DeepNMF(3, callbacks=["not a callback"]).fit(digits[:20])
+
+
+def test_l1_penalty_reaches_exact_zeros_with_minibatch_adam():
+    X = np.random.RandomState(0).rand(200, 30)
+    model = DeepNMF(
+        6,
+        solver="adam",
+        batch_size=50,
+        alpha_W=0.0,
+        alpha_H=0.05,
+        l1_ratio=1.0,
+        lr=0.05,
+        max_iter=30,
+        random_state=0,
+    ).fit(X)
+    assert (model.components_ == 0).any()

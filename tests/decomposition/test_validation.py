@@ -38,9 +38,13 @@ def test_codes_shape_checked_and_cast():
 
 
 def test_custom_factors():
-    X = np.ones((4, 3), dtype=np.float32)
+    X = np.ones((4, 3))
     Ws, Hs = check_custom_factors(np.ones((4, 2)), np.ones((2, 3)), X, (2,), "cpu")
-    assert Ws[0].dtype == Hs[0].dtype == torch.float32
+    assert Ws[0].dtype == Hs[0].dtype == torch.float64
+    with pytest.raises(TypeError, match="same dtype as X"):
+        check_custom_factors(
+            np.ones((4, 2)), np.ones((2, 3), np.float32), X, (2,), "cpu"
+        )
     with pytest.raises(ValueError, match="needs both W and H"):
         check_custom_factors(None, np.ones((2, 3)), X, (2,), "cpu")
     # partial_fit: H alone is enough, zeros stand in for W.

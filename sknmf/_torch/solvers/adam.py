@@ -14,7 +14,6 @@ from typing import ClassVar
 
 import torch
 
-from ..divergence import EPSILON
 from ..objective import objective
 from .mu import MUSolver
 
@@ -90,9 +89,12 @@ class AdamSolver(MUSolver):
         opt.step()
         with torch.no_grad():
             for l in layers:
-                H = params[l].detach().clamp_min(EPSILON)
+                # The projection onto the nonnegative orthant reaches exact
+                # zeros (an L1 penalty sparsifies, in any precision).
+                H = params[l].detach().clamp_min(0.0)
                 if self.problem.deep:
-                    H = H / H.sum(1, keepdim=True)
+                    tiny = torch.finfo(H.dtype).tiny
+                    H = H / H.sum(1, keepdim=True).clamp_min(tiny)
                 params[l].copy_(H)
                 Hs[l] = H.clone()
 
