@@ -72,6 +72,36 @@ class Regularization:
         out.l1_H, out.l2_H = self.l1_H * fraction, self.l2_H * fraction
         return out
 
+    def for_scale(self, scale: float, beta: float) -> Regularization:
+        """The same problem written for ``X / scale`` (codes ``W / scale``).
+
+        ``D_beta(X | W H) = scale**beta D_beta(X / scale | (W / scale) H)``, so
+        dividing the whole objective by ``scale**beta`` leaves a problem on the
+        rescaled data with the same minimisers once the penalties' coefficients
+        are rescaled as here. Weights ``H`` keep their scale.
+        """
+        if scale == 1.0:
+            return self
+
+        def rescale(c, power):
+            if c == 0:
+                return 0.0
+            try:
+                return c * scale**power
+            except OverflowError:
+                raise ValueError(
+                    "alpha_W/alpha_H is too large for data of this magnitude: "
+                    "the penalty would outweigh the data by more than the float "
+                    "range. Use a smaller alpha or rescale X."
+                ) from None
+
+        out = Regularization.__new__(Regularization)
+        out.l1_W = [rescale(c, 1.0 - beta) for c in self.l1_W]
+        out.l2_W = [rescale(c, 2.0 - beta) for c in self.l2_W]
+        out.l1_H = rescale(self.l1_H, -beta)
+        out.l2_H = rescale(self.l2_H, -beta)
+        return out
+
     @property
     def is_zero(self) -> bool:
         return not (any(self.l1_W) or any(self.l2_W) or self.l1_H or self.l2_H)

@@ -36,7 +36,13 @@ from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
 from ._ranks import check_ranks
-from ._validation import check_codes, check_custom_factors, to_tensor
+from ._validation import (
+    check_codes,
+    check_custom_factors,
+    safe_scale,
+    scaled_tensor,
+    unscale_codes,
+)
 
 _SOLVERS = {"auto", *SOLVERS}
 _MAX_LAYER_WEIGHT = 1e6
@@ -314,14 +320,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """
         with _unchanged_on_failure(self):
             X, Xt = self._fit(X, W, H)
-            return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
+            return self._codes(self._encode_tensor(Xt, self._scale)[-1], X.dtype)
 
     def _fit(self, X, W, H):
         """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape, H)
         beta = self._check_beta(X)
-        Xt = to_tensor(X, check_device(self.device))
+        scale = safe_scale(X)
+        Xt = scaled_tensor(X, scale, check_device(self.device))
         seed = seed_from_random_state(self.random_state)
         gen = make_generator(seed)
         n_samples, n_features = X.shape
@@ -329,10 +336,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         batched = self.batch_size is not None
         reg = Regularization(
             n_samples, [n_features, *ranks[:-1]], *self._alphas(), self.l1_ratio
-        )
+        ).for_scale(scale, beta)
         problem = Problem(beta, self.loss, [1.0] * L, reg)
         self._check_solver_options(problem, batched)
-        custom = self._check_custom(W, H, X, ranks)
+        custom = self._check_custom(W, H, X, ranks, scale=scale)
 
         def init_layer(l, target):
             if custom is not None:
@@ -379,6 +386,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.n_iter_ = last.n_iter if last is not None else 0
         self.layer_weights_ = np.asarray(problem.weights, dtype=np.float64)
         self._beta = beta
+        self._scale = scale
         self._solver = self.solver
         self._seed = seed
         self._running, self._solver_state, self.n_steps_ = None, None, 0
@@ -436,11 +444,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
-        Xt = to_tensor(X, check_device(self.device))
-        return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
+        scale = safe_scale(X)
+        Xt = scaled_tensor(X, scale, check_device(self.device))
+        return self._codes(self._encode_tensor(Xt, scale)[-1], X.dtype, scale)
 
-    def _encode_tensor(self, Xt, starts=None) -> list:
-        """Codes ``[W1, ..., WL]`` of a validated ``X`` tensor."""
+    def _encode_tensor(self, Xt, scale, starts=None) -> list:
+        """Codes ``[W1, ..., WL]`` of a validated ``X / scale`` tensor (in its
+        scale)."""
         dtype = Xt.dtype
         Hs = [
             torch.as_tensor(H, device=Xt.device).to(dtype)
@@ -448,6 +458,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ]
         widths = [self.n_features_in_, *[H.shape[0] for H in Hs[:-1]]]
         reg = Regularization(Xt.shape[0], widths, *self._alphas(), self.l1_ratio)
+        reg = reg.for_scale(scale, self._beta)
         problem = Problem(self._beta, self.loss, list(self.layer_weights_), reg)
         stage = Stage(
             max_epochs=self.max_iter,
@@ -491,11 +502,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
-        Xt = to_tensor(X, check_device(self.device))
-        W = self._encode_tensor(Xt)[-1]
+        scale = safe_scale(X)
+        Xt = scaled_tensor(X, scale, check_device(self.device))
+        W = self._encode_tensor(Xt, scale)[-1]
         comp = torch.as_tensor(self.components_, device=W.device).to(W.dtype)
-        loss = beta_divergence(Xt, W, comp, self._beta)
-        return -float(loss) / X.shape[0]
+        loss = float(beta_divergence(Xt, W, comp, self._beta))
+        return -loss * scale**self._beta / X.shape[0]
 
     # ----------------------------------------------------------- partial_fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -537,7 +549,11 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         first = not hasattr(self, "components_")
         X = self._validate_input(X, reset=first)
         n_samples, n_features = X.shape
-        Xt = to_tensor(X, check_device(self.device))
+        if first:
+            self._scale = safe_scale(X)
+        # Every batch at the first batch's (or the fit's) scale: the running
+        # statistics add up.
+        Xt = scaled_tensor(X, self._scale, check_device(self.device))
         if first:
             ranks = self._check_ranks(X.shape, H)
             beta = self._check_beta(X)
@@ -545,7 +561,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             self._check_solver_options(problem, batched=True, online=True)
             seed = seed_from_random_state(self.random_state)
             gen = make_generator(seed)
-            custom = self._check_custom(W, H, X, ranks, online=True)
+            custom = self._check_custom(W, H, X, ranks, online=True, scale=self._scale)
             solver = self._online_solver(problem)
 
             def init_layer(l, target):
@@ -641,6 +657,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         # scikit-learn's MiniBatchNMF.
         widths = [self.n_features_in_, *ranks[:-1]]
         reg = Regularization(n_samples, widths, *self._alphas(), self.l1_ratio)
+        reg = reg.for_scale(self._scale, beta)
         return Problem(beta, self.loss, [1.0] * len(ranks), reg)
 
     def _online_solver(self, problem) -> str:
@@ -723,7 +740,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 )
         return callbacks
 
-    def _check_custom(self, W, H, X, ranks, online=False):
+    def _check_custom(self, W, H, X, ranks, online=False, scale=1.0):
         if self.init != "custom":
             if W is not None or H is not None:
                 warnings.warn(
@@ -733,9 +750,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                     stacklevel=4,
                 )
             return None
-        return check_custom_factors(
+        Ws, Hs = check_custom_factors(
             W, H, X, ranks, check_device(self.device), online=online
         )
+        return [W_l / scale for W_l in Ws], Hs
 
     def _weights(self, terms):
         """Layer weights: given, or equalising the pretrained layers' ``terms``
@@ -759,19 +777,22 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.n_components_ = self.components_.shape[0]
 
     def _store_errors(self, Xt, Ws, Hs):
+        # Errors in the user's scale: sqrt(2 D) grows as scale ** (beta / 2).
+        factor = self._scale ** (self._beta / 2.0)
         with torch.no_grad():
             comp = chain(Hs, 0, len(Hs))
             err = _sqrt2(float(beta_divergence(Xt, Ws[-1], comp, self._beta)))
-            self.reconstruction_err_ = err
+            self.reconstruction_err_ = err * factor
             if len(Ws) == 1:
-                self.layer_errors_ = [err]
+                self.layer_errors_ = [err * factor]
             else:
                 terms = layer_terms_of(Xt, Ws, Hs, self._beta)
-                self.layer_errors_ = [_sqrt2(t) for t in terms]
+                self.layer_errors_ = [_sqrt2(t) * factor for t in terms]
 
-    @staticmethod
-    def _to_numpy(W, dtype):
-        return W.cpu().numpy().astype(dtype, copy=False)
+    def _codes(self, W, dtype, scale=None):
+        """Codes as the user's array: dtype of X, scale of X."""
+        scale = self._scale if scale is None else scale
+        return unscale_codes(W.cpu().numpy().astype(dtype, copy=False), scale)
 
     @property
     def _n_features_out(self):
@@ -846,7 +867,6 @@ def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
     model = DeepNMF(n_components, **params)
     model._validate_params()
     X, Xt = model._fit(X, W, H)
-    Ws = model._encode_tensor(Xt)
-    dtype = model.components_.dtype
-    W_list = [model._to_numpy(W_l, dtype) for W_l in Ws]
+    Ws = model._encode_tensor(Xt, model._scale)
+    W_list = [model._codes(W_l, X.dtype) for W_l in Ws]
     return W_list, list(model.layer_components_), model.n_iter_

@@ -123,3 +123,54 @@ def to_tensor(X, device):
         # tensor; these tensors are only read.
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(X)
+
+
+# Data whose entries reach beyond 2**±32 are fitted at an internal scale (a power
+# of two, so the rescaling is exact): squares and products of such entries
+# overflow float32, or underflow into its floor, long before the data do.
+_SAFE_EXPONENT = 32
+
+
+def safe_scale(X) -> float:
+    """A power of two ``s`` such that ``X / s`` peaks near one, or 1.0 if X is tame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknmf.decomposition._validation import safe_scale
+    >>> safe_scale(np.array([[3.0, 255.0]])), safe_scale(np.array([[1e300]]))
+    (1.0, 1.3393857589828342e+300)
+    """
+    data = X.data if sp.issparse(X) else X
+    peak = float(np.max(data, initial=0.0))
+    if peak == 0.0 or not np.isfinite(peak):
+        return 1.0
+    exponent = int(np.frexp(peak)[1])
+    if abs(exponent) <= _SAFE_EXPONENT:
+        return 1.0
+    return float(np.ldexp(1.0, exponent))
+
+
+def scaled_tensor(X, scale: float, device):
+    """``to_tensor(X / scale)``: no copy when ``scale`` is one."""
+    if scale == 1.0:
+        return to_tensor(X, device)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, copy=True)
+        X.data *= X.dtype.type(1.0 / scale)
+        return to_tensor(X, device)
+    return to_tensor(np.asarray(X) * X.dtype.type(1.0 / scale), device)
+
+
+def unscale_codes(W: np.ndarray, scale: float) -> np.ndarray:
+    """Codes in the user's scale; a clear error where they do not fit the dtype."""
+    if scale == 1.0:
+        return W
+    with np.errstate(over="ignore"):
+        out = W * W.dtype.type(scale)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(
+            f"The codes of this X overflow {W.dtype}: its entries are near the "
+            f"largest {W.dtype} value. Convert X to float64."
+        )
+    return out

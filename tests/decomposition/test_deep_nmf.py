@@ -661,3 +661,62 @@ def test_l1_penalty_reaches_exact_zeros_with_minibatch_adam():
         random_state=0,
     ).fit(X)
     assert (model.components_ == 0).any()
+
+
+@pytest.mark.parametrize("beta", ["frobenius", "kullback-leibler"])
+@pytest.mark.parametrize("n_components", [3, (4, 3)])
+@pytest.mark.parametrize("factor", [2.0**80, 2.0**-90, 1e300, 1e-300])
+def test_extreme_magnitudes_are_fitted_at_a_safe_scale(beta, n_components, factor):
+    # Unpenalised NMF is scale-equivariant: from codes scaled like X and the
+    # same weights, the iterates keep the weights and scale the codes. Beyond
+    # 2**±32 the fit runs on X / 2**k and returns the user's scale.
+    rng = np.random.RandomState(0)
+    X = rng.rand(40, 8) + 0.05
+    ranks = (n_components,) if isinstance(n_components, int) else n_components
+    widths = (8, *ranks[:-1])
+    Ws = [rng.rand(40, r) + 0.1 for r in ranks]
+    Hs = [rng.rand(r, w) + 0.1 for r, w in zip(ranks, widths)]
+    if len(ranks) > 1:
+        Hs = [H / H.sum(1, keepdims=True) for H in Hs]
+    kw = dict(beta_loss=beta, init="custom", max_iter=30, tol=0)
+    ref = DeepNMF(n_components, **kw).fit(X, W=Ws, H=Hs)
+    model = DeepNMF(n_components, **kw).fit(
+        X * factor, W=[W * factor for W in Ws], H=Hs
+    )
+    # Deep KL codes come near zero, where the divergences' absolute floor
+    # (float32's eps, as scikit-learn's) is not scale-free: close, not equal.
+    rtol = 1e-2 if beta != "frobenius" and len(ranks) > 1 else 1e-6
+    np.testing.assert_allclose(model.components_, ref.components_, rtol=rtol)
+    power = 1.0 if beta == "frobenius" else 0.5
+    assert model.reconstruction_err_ == pytest.approx(
+        ref.reconstruction_err_ * factor**power, rel=rtol
+    )
+    # Codes in the user's scale, as good as at the comfortable scale.
+    codes = model.transform(X * factor) / factor
+    assert np.isfinite(codes).all()
+    err = np.linalg.norm(X - codes @ model.components_)
+    ref_err = np.linalg.norm(X - ref.transform(X) @ ref.components_)
+    assert err == pytest.approx(ref_err, rel=1e-3)
+
+
+@pytest.mark.parametrize("factor", [1e19, 1e30, 1e-20])
+def test_float32_beyond_its_comfortable_range(factor):
+    X = (np.random.RandomState(0).rand(40, 8) * factor).astype(np.float32)
+    model = DeepNMF((4, 3), max_iter=20, random_state=0)
+    W = model.fit_transform(X)
+    assert W.dtype == np.float32 and np.isfinite(W).all()
+    rel = np.linalg.norm((X.astype(np.float64) - W @ model.components_) / factor)
+    assert rel / np.linalg.norm(X.astype(np.float64) / factor) < 0.6
+
+
+def test_float32_at_its_largest_is_a_clear_error():
+    X = np.random.RandomState(0).rand(20, 5).astype(np.float32)
+    X *= np.finfo(np.float32).max
+    with pytest.raises(ValueError, match="overflow float32.*float64"):
+        DeepNMF(3, max_iter=5, random_state=0).fit_transform(X)
+
+
+def test_deep_float32_tiny_example_does_not_overflow():
+    X = np.array([[1, 0], [0, 0.4353224]], np.float32)
+    W = DeepNMF((2, 2, 2), max_iter=5).fit_transform(X)
+    assert np.isfinite(W).all()
