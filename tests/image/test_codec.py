@@ -21,7 +21,7 @@ from sknmf.image import (
     read_header,
     save,
 )
-from sknmf.image._codec import MAGIC
+from sknmf.image._format import MAGIC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -305,23 +305,23 @@ def test_code_layout_flag_is_honoured(photo):
     # payload in the other layout, with the flag flipped, decodes identically.
     import lzma
 
-    from sknmf.image import _codec
+    from sknmf.image import _format
 
     data = compress(photo, quality=50)
-    info = _codec._parse(data)
-    raw = _codec._inflate(info["_payload"], info["_raw_size"])
+    info = _format.parse(data)
+    raw = _format.inflate(info["_payload"], info["_raw_size"])
     h, w = photo.shape[:2]
     out, offset = b"", 0
     for rec in info["_planes"]:
-        size = _codec._plane_raw_size(rec, h, w)
+        size = _format.plane_raw_size(rec, h, w)
         chunk = raw[offset : offset + size]
         offset += size
         head = rec.n_components * (rec.ph * rec.pw + 4)
-        n = _codec._n_patches(rec, h, w)
+        n = _format.n_patches(rec, h, w)
         codes = np.frombuffer(chunk[head:], dtype=np.uint8)
         shape = (n, rec.n_components) if info["_flags"] & 1 else (rec.n_components, n)
         out += chunk[:head] + codes.reshape(shape).T.tobytes()
-    filters = _codec._filters(len(out))
+    filters = _format.lzma_filters(len(out))
     payload = lzma.compress(out, format=lzma.FORMAT_RAW, filters=filters)
     body = bytearray(data[: data.index(info["_payload"]) - 4])
     body[9] = info["_flags"] ^ 1
