@@ -1,9 +1,14 @@
-"""The ``sknmf`` command: compress, decompress, info, demo and bench.
+"""The ``sknmf`` command: compress, decompress, info and demo.
 
 Each subcommand is one ``_Command`` (name, help, how to add its arguments, how
 to run it) in ``COMMANDS``; a new subcommand is one more entry.
 Errors the user can fix end in one line on stderr and a non-zero exit code:
 2 for bad options (argparse's convention), 1 for everything else.
+
+The command imports nothing outside ``sknmf`` (and its dependencies) and never
+touches ``sys.path``: it works the same from a wheel as from a checkout. The
+benchmark suite is not part of the package; run it from a clone with
+``python benchmarks/run.py``.
 """
 
 from __future__ import annotations
@@ -102,16 +107,26 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 
 def _components(text: str):
-    """``"32"`` -> 32, ``"64,48,32"`` -> (64, 48, 32) (deep NMF)."""
+    """``"32"`` -> 32, ``"64,48,32"`` -> (64, 48, 32) (deep NMF).
+
+    The ranks are checked by :func:`sknmf.decomposition.check_ranks`, the one
+    rank check of the package; its error becomes an option error (exit 2).
+    """
+    # Lazy like every other sknmf import here: `sknmf --help` stays cheap if
+    # the package's own imports ever become lazy.
+    from sknmf.decomposition import check_ranks
+
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an int or a comma-separated list of ints"
         ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: components must be >= 1")
-    return values[0] if len(values) == 1 else values
+    try:
+        ranks = check_ranks(values, "components")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return ranks[0] if len(ranks) == 1 else ranks
 
 
 def _int_in(low: int, high: int):
@@ -286,43 +301,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _demo.run(args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
-# --------------------------------------------------------------------------- #
-# bench
-# --------------------------------------------------------------------------- #
-
-
-def _benchmarks_root() -> str | None:
-    """The source checkout holding ``benchmarks/run.py``, if this is one."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "benchmarks", "run.py")):
-        return root
-    return None
-
-
-def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    # Every other option goes to benchmarks/run.py as it is (see main).
-    p.epilog = (
-        "Options are those of benchmarks/run.py (python benchmarks/run.py "
-        "--help): --quick, --datasets, --methods, --device, --out, ..."
-    )
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    root = _benchmarks_root()
-    if root is None:
-        raise CLIError(
-            "the benchmark suite lives in the source repository, not in the "
-            "installed package; from a clone run `python benchmarks/run.py` or "
-            "`sknmf bench` after `pip install -e .[bench]`"
-        )
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks.run import main as bench_main
-
-    bench_main(args.options)
-    return 0
-
-
 COMMANDS: list[_Command] = [
     _Command(
         "compress",
@@ -349,13 +327,6 @@ COMMANDS: list[_Command] = [
         _add_demo_arguments,
         _run_demo,
     ),
-    _Command(
-        "bench",
-        "time DeepNMF against scikit-learn's NMF on this machine "
-        "(benchmarks/run.py of a source checkout)",
-        _add_bench_arguments,
-        _run_bench,
-    ),
 ]
 
 
@@ -364,7 +335,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sknmf",
-        description="Deep NMF image compression, demos and benchmarks.",
+        description="Deep NMF image compression and its demo.",
+        epilog="Benchmarks: python benchmarks/run.py in a source checkout.",
     )
     parser.add_argument("--version", action="version", version=f"sknmf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -395,12 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["info", "no-such-file.sknmf"])
     1
     """
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.options = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = _parser().parse_args(argv)
     try:
         return args._run(args)
     except CLIError as exc:
