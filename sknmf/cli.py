@@ -72,15 +72,25 @@ def _read_image(path: str) -> np.ndarray:
 def _write_image(path: str, image: np.ndarray) -> None:
     from PIL import Image
 
+    from sknmf.image._codec import write_atomically
+
+    # The format comes from the extension, as Pillow's own save does; the
+    # bytes go through a temporary file, which has no meaningful extension.
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise CLIError(
+            f"{path}: cannot write this image format (unknown extension); use an "
+            "extension Pillow knows, e.g. .png"
+        )
     try:
-        Image.fromarray(image).save(path)
+        write_atomically(path, lambda f: Image.fromarray(image).save(f, format=fmt))
     except (ValueError, KeyError) as exc:
         raise CLIError(
             f"{path}: cannot write this image format ({exc}); use an extension "
             "Pillow knows, e.g. .png"
         ) from exc
     except OSError as exc:
-        raise CLIError(f"{path}: cannot write ({exc})") from exc
+        raise CLIError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _read_bytes(path: str) -> bytes:
@@ -91,14 +101,6 @@ def _read_bytes(path: str) -> bytes:
             return f.read()
     except OSError as exc:
         raise CLIError(f"{path}: cannot read ({exc})") from exc
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot write ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- #
@@ -196,12 +198,13 @@ def _add_compress_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from sknmf.image import bits_per_pixel, compress
+    from sknmf.image import bits_per_pixel, save
 
     image = _read_image(args.input)
     start = time.perf_counter()
     try:
-        data = compress(
+        n_bytes = save(
+            args.output,
             image,
             quality=args.quality,
             n_components=args.components,
@@ -214,11 +217,12 @@ def _run_compress(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
+    except OSError as exc:
+        raise CLIError(f"{args.output}: cannot write ({exc.strerror or exc})") from exc
     seconds = time.perf_counter() - start
-    _write_bytes(args.output, data)
     print(
-        f"{args.output}: {len(data)} bytes, "
-        f"{bits_per_pixel(data, image.shape):.3f} bpp, {seconds:.2f} s"
+        f"{args.output}: {n_bytes} bytes, "
+        f"{bits_per_pixel(n_bytes, image.shape):.3f} bpp, {seconds:.2f} s"
     )
     return 0
 

@@ -208,9 +208,14 @@ def test_error_paths(tiny_png, tmp_path, capsys):
     _one_line_error(
         run("decompress", packed, tmp_path / "x.unknownext"), 1, "cannot write"
     )
-    _one_line_error(
+    assert not (tmp_path / "x.unknownext").exists()
+    lines = _one_line_error(
         run("compress", src, tmp_path / "no-such-dir" / "x.sknmf"), 1, "cannot write"
     )
+    assert ".tmp" not in lines[-1]  # the message names the user's path only
+    before = set(os.listdir(tmp_path))
+    assert run("decompress", packed, tmp_path / "x.png").returncode == 0
+    assert set(os.listdir(tmp_path)) == before | {"x.png"}  # no temporary file
 
     sixteen = tmp_path / "deep.png"
     Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(sixteen)

@@ -10,8 +10,10 @@ a plane from pixels to stored arrays and back. The bytes are
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+import secrets
 import warnings
 from typing import NamedTuple
 
@@ -63,6 +65,7 @@ __all__ = [
     "read_header",
     "save",
     "stored_atoms",
+    "write_atomically",
 ]
 
 # Encoder budget: dictionary iterations, patches it is fitted on (at least
@@ -310,6 +313,9 @@ def read_header(data) -> dict:
 def save(path, image, **params) -> int:
     """Compress ``image`` into the file ``path``; return the number of bytes.
 
+    The file is written atomically: an interrupted or failed save leaves
+    whatever was at ``path`` before, never a partial file.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -339,8 +345,7 @@ def save(path, image, **params) -> int:
     (8, 8)
     """
     data = compress(image, **params)
-    with open(os.fspath(path), "wb") as f:
-        f.write(data)
+    write_atomically(path, lambda f: f.write(data))
     return len(data)
 
 
@@ -414,6 +419,47 @@ def stored_atoms(data) -> list:
             q, scale, _ = arrays
             out.append(dictionary_atoms(q, scale).reshape(-1, rec.ph, rec.pw))
     return out
+
+
+def write_atomically(path, write) -> None:
+    """Write a file through a temporary file beside it, renamed over ``path``.
+
+    An interrupted run never leaves a half-written file at ``path``: it holds
+    either what it held before or the whole new content. The temporary file is
+    created like ``open(path, "xb")`` would (the umask applies) and removed if
+    ``write`` fails.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    write : callable
+        Called with the binary file object to write into.
+
+    Raises
+    ------
+    OSError
+        If the folder does not exist or is not writable, or ``path`` is a folder.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sknmf.image._codec import write_atomically
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
+    >>> write_atomically(path, lambda f: f.write(b"abc"))
+    >>> open(path, "rb").read()
+    b'abc'
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def codec_settings(

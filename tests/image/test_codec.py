@@ -159,3 +159,28 @@ def test_bad_parameters(kwargs, error, match):
 def test_bad_images(image, error, match):
     with pytest.raises(error, match=match):
         compress(image)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    from sknmf.image import _codec
+
+    path = tmp_path / "image.sknmf"
+    path.write_bytes(b"previous content")
+    image = np.zeros((8, 8), dtype=np.uint8)
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt  # the run stops between writing and renaming
+
+    monkeypatch.setattr(_codec.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(path, image)
+    assert path.read_bytes() == b"previous content"
+    assert os.listdir(tmp_path) == ["image.sknmf"]  # no temporary file left
+    monkeypatch.undo()
+
+    n_bytes = save(path, image)
+    assert path.read_bytes() == compress(image) and n_bytes == path.stat().st_size
+    assert os.listdir(tmp_path) == ["image.sknmf"]
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode == plain.stat().st_mode  # the umask applies
