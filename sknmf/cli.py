@@ -1,9 +1,14 @@
-"""The ``sknmf`` command: compress, decompress, info, demo and bench.
+"""The ``sknmf`` command: compress, decompress, info and demo.
 
 Each subcommand is one ``_Command`` (name, help, how to add its arguments, how
 to run it) in ``COMMANDS``; a new subcommand is one more entry.
 Errors the user can fix end in one line on stderr and a non-zero exit code:
 2 for bad options (argparse's convention), 1 for everything else.
+
+The command imports nothing outside ``sknmf`` (and its dependencies) and never
+touches ``sys.path``: it works the same from a wheel as from a checkout. The
+benchmark suite is not part of the package; run it from a clone with
+``python benchmarks/run.py``.
 """
 
 from __future__ import annotations
@@ -67,15 +72,25 @@ def _read_image(path: str) -> np.ndarray:
 def _write_image(path: str, image: np.ndarray) -> None:
     from PIL import Image
 
+    from sknmf.image._codec import write_atomically
+
+    # The format comes from the extension, as Pillow's own save does; the
+    # bytes go through a temporary file, which has no meaningful extension.
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise CLIError(
+            f"{path}: cannot write this image format (unknown extension); use an "
+            "extension Pillow knows, e.g. .png"
+        )
     try:
-        Image.fromarray(image).save(path)
+        write_atomically(path, lambda f: Image.fromarray(image).save(f, format=fmt))
     except (ValueError, KeyError) as exc:
         raise CLIError(
             f"{path}: cannot write this image format ({exc}); use an extension "
             "Pillow knows, e.g. .png"
         ) from exc
     except OSError as exc:
-        raise CLIError(f"{path}: cannot write ({exc})") from exc
+        raise CLIError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _read_bytes(path: str) -> bytes:
@@ -88,30 +103,32 @@ def _read_bytes(path: str) -> bytes:
         raise CLIError(f"{path}: cannot read ({exc})") from exc
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot write ({exc})") from exc
-
-
 # --------------------------------------------------------------------------- #
 # compress / decompress / info
 # --------------------------------------------------------------------------- #
 
 
 def _components(text: str):
-    """``"32"`` -> 32, ``"64,48,32"`` -> (64, 48, 32) (deep NMF)."""
+    """``"32"`` -> 32, ``"64,48,32"`` -> (64, 48, 32) (deep NMF).
+
+    The ranks are checked by :func:`sknmf.decomposition.check_ranks`, the one
+    rank check of the package; its error becomes an option error (exit 2).
+    """
+    # Lazy like every other sknmf import here: `sknmf --help` stays cheap if
+    # the package's own imports ever become lazy.
+    from sknmf.decomposition import check_ranks
+
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an int or a comma-separated list of ints"
         ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: components must be >= 1")
-    return values[0] if len(values) == 1 else values
+    try:
+        ranks = check_ranks(values, "components")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return ranks[0] if len(ranks) == 1 else ranks
 
 
 def _int_in(low: int, high: int):
@@ -181,12 +198,13 @@ def _add_compress_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from sknmf.image import bits_per_pixel, compress
+    from sknmf.image import bits_per_pixel, save
 
     image = _read_image(args.input)
     start = time.perf_counter()
     try:
-        data = compress(
+        n_bytes = save(
+            args.output,
             image,
             quality=args.quality,
             n_components=args.components,
@@ -199,11 +217,12 @@ def _run_compress(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
+    except OSError as exc:
+        raise CLIError(f"{args.output}: cannot write ({exc.strerror or exc})") from exc
     seconds = time.perf_counter() - start
-    _write_bytes(args.output, data)
     print(
-        f"{args.output}: {len(data)} bytes, "
-        f"{bits_per_pixel(data, image.shape):.3f} bpp, {seconds:.2f} s"
+        f"{args.output}: {n_bytes} bytes, "
+        f"{bits_per_pixel(n_bytes, image.shape):.3f} bpp, {seconds:.2f} s"
     )
     return 0
 
@@ -286,43 +305,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _demo.run(args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
-# --------------------------------------------------------------------------- #
-# bench
-# --------------------------------------------------------------------------- #
-
-
-def _benchmarks_root() -> str | None:
-    """The source checkout holding ``benchmarks/run.py``, if this is one."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "benchmarks", "run.py")):
-        return root
-    return None
-
-
-def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    # Every other option goes to benchmarks/run.py as it is (see main).
-    p.epilog = (
-        "Options are those of benchmarks/run.py (python benchmarks/run.py "
-        "--help): --quick, --datasets, --methods, --device, --out, ..."
-    )
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    root = _benchmarks_root()
-    if root is None:
-        raise CLIError(
-            "the benchmark suite lives in the source repository, not in the "
-            "installed package; from a clone run `python benchmarks/run.py` or "
-            "`sknmf bench` after `pip install -e .[bench]`"
-        )
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks.run import main as bench_main
-
-    bench_main(args.options)
-    return 0
-
-
 COMMANDS: list[_Command] = [
     _Command(
         "compress",
@@ -349,13 +331,6 @@ COMMANDS: list[_Command] = [
         _add_demo_arguments,
         _run_demo,
     ),
-    _Command(
-        "bench",
-        "time DeepNMF against scikit-learn's NMF on this machine "
-        "(benchmarks/run.py of a source checkout)",
-        _add_bench_arguments,
-        _run_bench,
-    ),
 ]
 
 
@@ -364,7 +339,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sknmf",
-        description="Deep NMF image compression, demos and benchmarks.",
+        description="Deep NMF image compression and its demo.",
+        epilog="Benchmarks: python benchmarks/run.py in a source checkout.",
     )
     parser.add_argument("--version", action="version", version=f"sknmf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -395,12 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["info", "no-such-file.sknmf"])
     1
     """
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.options = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = _parser().parse_args(argv)
     try:
         return args._run(args)
     except CLIError as exc:

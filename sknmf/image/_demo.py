@@ -22,14 +22,11 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.decomposition import NMF
 
+from sknmf.decomposition import DeepNMF
 from sknmf.image import _codec
-from sknmf.image._codec import (
-    _settings,
-    _stored_atoms,
-    compress,
-    decompress,
-)
+from sknmf.image._codec import codec_settings, compress, decompress, stored_atoms
 from sknmf.image._metrics import bits_per_pixel, psnr, ssim
 from sknmf.image._patches import ImagePatches
 
@@ -58,10 +55,6 @@ def _deep(k, cap=64):
 
 
 def _factorisers(n_components, cap, random_state=0):
-    from sklearn.decomposition import NMF
-
-    from sknmf import DeepNMF
-
     return [
         (
             "DeepNMF, 1 layer",
@@ -158,14 +151,12 @@ def _factorisation_table(images, log):
 
 
 def _codec_rows(images, qualities, log):
-    from sklearn.decomposition import NMF
-
     rows: list[_Row] = []
     total = len(images) * len(qualities) * 4
     done = 0
     for name, image in images.items():
         for q in qualities:
-            luma, chroma, bits, _ = _settings(q, None, None, None, None)
+            luma, chroma, bits, _ = codec_settings(q)
             variants = [
                 ("DeepNMF, 1 layer", {"quality": q}),
                 (
@@ -184,7 +175,7 @@ def _codec_rows(images, qualities, log):
                         "estimator": NMF(
                             init="nndsvda",
                             solver="cd",
-                            max_iter=_codec._FIT_ITER,
+                            max_iter=_codec.FIT_ITER,
                             tol=0.0,
                             random_state=0,
                         ),
@@ -347,7 +338,7 @@ def _figures(out_dir, images, codec_rows, qualities, log) -> list[str]:
         (r for r in codec_rows if r.method == "DeepNMF, 1 layer"),
         key=lambda r: (r.image == names[0], r.bpp),
     )
-    atoms = _stored_atoms(best.data)[0]
+    atoms = stored_atoms(best.data)[0]
     k = len(atoms)
     cols = int(np.ceil(np.sqrt(k)))
     rows_n = int(np.ceil(k / cols))

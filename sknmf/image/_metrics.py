@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sknmf.image._format import parse
+
 __all__ = ["bits_per_pixel", "psnr", "ssim"]
 
 
@@ -158,9 +160,7 @@ def bits_per_pixel(data, shape=None) -> float:
     if shape is None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError("shape is required when data is a byte count.")
-        from sknmf.image._codec import read_header
-
-        shape = read_header(bytes(data))["shape"]
+        shape = parse(bytes(data))["shape"]
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or shape[0] < 1 or shape[1] < 1:
         raise ValueError(

@@ -1,0 +1,266 @@
+"""The file format: writing, parsing, and refusing damaged or hostile bytes."""
+
+import lzma
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_sample_image
+
+from sknmf.image import _format, compress, decompress, read_header
+from sknmf.image._format import MAGIC
+
+
+@pytest.fixture(scope="module")
+def small_file():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    return compress(image, quality=20)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_sample_image("china.jpg")[180:244, 240:336]
+
+
+# --------------------------------------------------------------------------- #
+# Damaged, foreign and hostile bytes
+# --------------------------------------------------------------------------- #
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _patch_header(data: bytes, offset: int, fmt: str, value) -> bytes:
+    """Rewrite one header field and fix the checksum (a crafted file)."""
+    body = bytearray(data[:-4])
+    struct.pack_into(fmt, body, offset, value)
+    return _with_crc(bytes(body))
+
+
+# Offsets in the file: prefix 12 bytes (magic, version, flags, header length),
+# then h u32, w u32, channels, channel axis, colour, n_planes, then the planes.
+H_OFF, W_OFF, C_OFF, COLOR_OFF = 12, 16, 20, 22
+PLANE0 = 12 + 12
+
+
+@pytest.mark.parametrize(
+    "offset, fmt, value, match",
+    [
+        (H_OFF, "<I", 70000, "claims"),
+        (W_OFF, "<I", 2**31, "claims"),
+        (H_OFF, "<I", 0, "claims"),
+        (C_OFF, "<B", 2, "channels"),
+        (COLOR_OFF, "<B", 9, "colour"),
+        (8, "<B", 2, "version"),
+        (9, "<B", 2, "flags"),
+        (PLANE0 + 2, "<B", 0, "patch size"),
+        (PLANE0 + 4, "<H", 4000, "n_components"),
+        (PLANE0 + 6, "<B", 1, "code width"),
+        (PLANE0 + 8, "<f", float("nan"), "step"),
+        (PLANE0 + 1, "<B", 2, "subsampling"),
+    ],
+)
+def test_crafted_headers_are_refused(small_file, offset, fmt, value, match):
+    data = _patch_header(small_file, offset, fmt, value)
+    with pytest.raises(ValueError, match=match):
+        decompress(data)
+
+
+def test_absurd_dimensions_refused_before_allocating(small_file):
+    data = _patch_header(small_file, H_OFF, "<I", 65535)
+    data = _patch_header(data, W_OFF, "<I", 65535)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="claims"):
+            decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_foreign_and_truncated_files_name_the_problem(small_file):
+    with pytest.raises(ValueError, match="magic"):
+        decompress(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ValueError, match="shorter"):
+        decompress(MAGIC)
+    with pytest.raises(ValueError, match="checksum"):
+        decompress(small_file[:-1])
+    with pytest.raises(TypeError, match="bytes"):
+        decompress("not bytes")
+
+
+def _mutations(data: bytes, rng):
+    """Yield 1,300+ damaged versions of ``data`` (every one must be refused)."""
+    for n in range(len(data)):  # every truncation
+        yield data[:n]
+    for _ in range(400):  # random bit flips, one to eight of them
+        b = bytearray(data)
+        for pos in rng.integers(0, len(b), rng.integers(1, 9)):
+            b[pos] ^= 1 << int(rng.integers(0, 8))
+        yield bytes(b)
+    for _ in range(150):  # bytes inserted or deleted
+        pos = int(rng.integers(0, len(data)))
+        if rng.random() < 0.5:
+            yield (
+                data[:pos] + bytes(rng.integers(0, 256, 3, dtype=np.uint8)) + data[pos:]
+            )
+        else:
+            yield data[:pos] + data[pos + 1 + int(rng.integers(0, 4)) :]
+    for _ in range(150):  # random bytes, some behind the right magic
+        junk = bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))
+        yield junk
+        yield MAGIC + bytes([1]) + junk
+        yield _with_crc(MAGIC + bytes([1, 0]) + junk)  # valid checksum, junk inside
+
+
+def test_fuzz_every_damaged_input_is_a_value_error(small_file):
+    rng = np.random.default_rng(2024)
+    count = 0
+    for bad in _mutations(small_file, rng):
+        if bad == small_file:
+            continue
+        with pytest.raises(ValueError):
+            decompress(bad)
+        count += 1
+    assert count >= 1000
+
+
+def test_fuzz_crafted_checksums_decode_or_refuse(small_file):
+    # A hostile file can carry a correct checksum: header or payload bytes
+    # changed and the CRC recomputed. Decoding either refuses with ValueError or
+    # returns a uint8 image of the shape the header states; nothing else.
+    rng = np.random.default_rng(7)
+    body = small_file[:-4]
+    refused = 0
+    for _ in range(300):
+        b = bytearray(body)
+        for pos in rng.integers(8, len(b), rng.integers(1, 4)):
+            b[pos] = int(rng.integers(0, 256))
+        data = _with_crc(bytes(b))
+        try:
+            image = decompress(data)
+        except ValueError:
+            refused += 1
+            continue
+        assert image.dtype == np.uint8
+        assert image.shape == read_header(data)["shape"]
+    assert refused > 0
+
+
+def test_code_layout_flag_is_honoured(photo):
+    # The encoder stores the codes atom by atom or patch by patch, whichever
+    # LZMA packs smaller, and says which in the flags byte. Re-encoding the
+    # payload in the other layout, with the flag flipped, decodes identically.
+    data = compress(photo, quality=50)
+    info = _format.parse(data)
+    raw = _format.inflate(info["_payload"], info["_raw_size"])
+    h, w = photo.shape[:2]
+    out, offset = b"", 0
+    for rec in info["_planes"]:
+        size = _format.plane_raw_size(rec, h, w)
+        chunk = raw[offset : offset + size]
+        offset += size
+        head = rec.n_components * (rec.ph * rec.pw + 4)
+        n = _format.n_patches(rec, h, w)
+        codes = np.frombuffer(chunk[head:], dtype=np.uint8)
+        shape = (n, rec.n_components) if info["_flags"] & 1 else (rec.n_components, n)
+        out += chunk[:head] + codes.reshape(shape).T.tobytes()
+    filters = _format.lzma_filters(len(out))
+    payload = lzma.compress(out, format=lzma.FORMAT_RAW, filters=filters)
+    body = bytearray(data[: data.index(info["_payload"]) - 4])
+    body[9] = info["_flags"] ^ 1
+    body += struct.pack("<I", len(payload)) + payload
+    np.testing.assert_array_equal(decompress(_with_crc(bytes(body))), decompress(data))
+
+
+# --------------------------------------------------------------------------- #
+# Writing: the documented layout, from arrays chosen here
+# --------------------------------------------------------------------------- #
+
+
+def _hand_made_file(bits=5):
+    """An RGBA 10x12 file packed from arrays chosen here (no encoder involved)."""
+    rng = np.random.default_rng(3)
+    planes, arrays = [], []
+    for sub, k in ((1, 3), (2, 2), (2, 2)):
+        rec = _format.Plane(_format.KIND_NMF, sub, 4, 4, k, bits, (), 0.5)
+        n = _format.n_patches(rec, 10, 12)
+        q = rng.integers(0, 256, (k, 16), dtype=np.uint8)
+        scale = rng.random(k).astype(np.float32)
+        codes = rng.integers(0, 1 << bits, (n, k))
+        planes.append((rec, (q, scale, codes)))
+        arrays.append((q, scale, codes))
+    alpha = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+    planes.append((_format.Plane(_format.KIND_RAW, 1, 1, 1, 0, 8, (), 0.0), alpha))
+    arrays.append(alpha)
+    return _format.pack((10, 12, 4), "ycbcr", planes), arrays
+
+
+def test_pack_writes_the_documented_layout():
+    data, arrays = _hand_made_file()
+    assert data[:8] == MAGIC and data[8] == _format.VERSION
+    (hlen,) = struct.unpack_from("<H", data, 10)
+    h, w, channels, axis, color, n_planes = struct.unpack_from("<IIBBBB", data, 12)
+    assert (h, w, channels, axis, n_planes) == (10, 12, 4, 1, 4)
+    assert color == _format.COLORS["ycbcr"]
+    (plen,) = struct.unpack_from("<I", data, 12 + hlen)
+    assert 12 + hlen + 4 + plen + 4 == len(data)
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == zlib.crc32(data[:-4])
+    # The payload inflates to every plane's bytes in order: uint8 atoms, float32
+    # scales, codes (atom by atom unless flag bit 0 is set), then alpha.
+    payload = data[12 + hlen + 4 : -4]
+    raw_size = sum(q.size + 4 * len(s) + c.size for q, s, c in arrays[:3]) + 120
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": 4096}]
+    raw = lzma.decompress(payload, format=lzma.FORMAT_RAW, filters=filters)
+    assert len(raw) == raw_size
+    q, scale, codes = arrays[0]
+    assert raw[: q.size] == q.tobytes()
+    assert raw[q.size : q.size + 12] == scale.astype("<f4").tobytes()
+    layout = codes if data[9] & 1 else codes.T
+    assert raw[q.size + 12 : q.size + 12 + codes.size] == layout.astype("u1").tobytes()
+    assert raw[-120:] == arrays[3].tobytes()
+
+
+@pytest.mark.parametrize("bits", [5, 12])
+def test_read_planes_gives_back_the_packed_arrays(bits):
+    data, arrays = _hand_made_file(bits)
+    info = _format.parse(data)
+    assert info["shape"] == (10, 12, 4) and info["color"] == "ycbcr"
+    assert [p["subsampling"] for p in info["planes"]] == [1, 2, 2, 1]
+    assert [p["code_bits"] for p in info["planes"][:3]] == [bits] * 3
+    got = _format.read_planes(info)
+    for (q, scale, codes), (gq, gscale, gcodes) in zip(arrays[:3], got[:3]):
+        np.testing.assert_array_equal(gq, q)
+        np.testing.assert_array_equal(gscale, scale)
+        np.testing.assert_array_equal(gcodes, codes)
+    np.testing.assert_array_equal(got[3], arrays[3])
+
+
+def test_plane_sizes_follow_the_geometry():
+    rec = _format.Plane(_format.KIND_NMF, 2, 8, 8, 5, 12, (9, 5), 1.0)
+    # A 37x50 image subsampled by 2 is 19x25: 3x4 patches of 8x8.
+    assert _format.plane_shape(rec, 37, 50) == (19, 25)
+    assert _format.n_patches(rec, 37, 50) == 12
+    assert _format.plane_raw_size(rec, 37, 50) == 5 * 64 + 5 * 4 + 12 * 5 * 2
+    raw = _format.Plane(_format.KIND_RAW, 1, 1, 1, 0, 8, (), 0.0)
+    assert _format.plane_raw_size(raw, 37, 50) == 37 * 50
+
+
+def test_a_code_beyond_its_width_is_refused():
+    rng = np.random.default_rng(0)
+    rec = _format.Plane(_format.KIND_NMF, 1, 2, 2, 1, 3, (), 1.0)
+    codes = np.array([[8]])  # needs 4 bits
+    q, scale = rng.integers(0, 256, (1, 4), dtype=np.uint8), np.ones(1, np.float32)
+    data = _format.pack((2, 2), "gray", [(rec, (q, scale, codes))])
+    with pytest.raises(ValueError, match="3-bit range"):
+        _format.read_planes(_format.parse(data))
+    with pytest.raises(ValueError, match="scale"):
+        bad = np.array([np.inf], np.float32)
+        _format.read_planes(
+            _format.parse(_format.pack((2, 2), "gray", [(rec, (q, bad, codes - 8))]))
+        )
