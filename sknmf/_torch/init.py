@@ -149,8 +149,9 @@ def initialize_nmf(
         raise ValueError(f"Unknown init {init!r}; expected one of {INIT_METHODS}.")
     if n_components > min(n, m):
         raise ValueError(
-            f"init={init!r} can only be used when n_components <= min(n_samples, "
-            f"n_features) = {min(n, m)}; got {n_components}. Use init='random'."
+            f"init = '{init}' can only be used when n_components <= "
+            f"min(n_samples, n_features) = {min(n, m)}; got {n_components}. "
+            "Use init='random'."
         )
 
     U, S, Vt = truncated_svd(X, n_components, generator)

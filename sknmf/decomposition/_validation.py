@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.utils.validation import check_array, check_non_negative
 
 from .._torch.sparse import CSRMatrix
 
@@ -57,21 +58,21 @@ def check_custom_factors(W, H, X, ranks, device, online=False):
                     f"{name} should have the same dtype as X. Got {name}.dtype = "
                     f"{np.dtype(dtype)}, X.dtype = {X.dtype}."
                 )
-            A = np.asarray(A)
-            if A.shape != shape:
+            # scikit-learn's wording, so that code (and tests) matching its
+            # messages keeps working.
+            whom = f"DeepNMF (input {name})"
+            A = check_array(A, dtype=None, input_name=whom)
+            for axis, which in ((0, "first"), (1, "second")):
+                if A.shape[axis] != shape[axis]:
+                    raise ValueError(
+                        f"Array with wrong {which} dimension passed to {whom}. "
+                        f"Expected {shape[axis]}, but got {A.shape[axis]}."
+                    )
+            check_non_negative(A, whom)
+            if np.max(A) == 0:
                 raise ValueError(
-                    f"Array passed as {name} for init='custom' has shape "
-                    f"{A.shape}; expected {shape}."
-                )
-            if not np.all(np.isfinite(A)) or np.any(A < 0):
-                raise ValueError(
-                    f"Array passed as {name} for init='custom' must be finite "
-                    "and nonnegative."
-                )
-            if np.max(A, initial=0) == 0:
-                raise ValueError(
-                    f"Array passed as {name} for init='custom' is all zeros; "
-                    "multiplicative updates cannot leave zero."
+                    f"Array passed to {whom} is full of zeros: multiplicative "
+                    "updates cannot leave zero."
                 )
             out.append(torch.tensor(np.array(A, dtype=X.dtype), device=device))
     if W is None:

@@ -50,11 +50,11 @@ def test_custom_factors():
     # partial_fit: H alone is enough, zeros stand in for W.
     Ws, _ = check_custom_factors(None, np.ones((2, 3)), X, (2,), "cpu", online=True)
     assert torch.count_nonzero(Ws[0]) == 0
-    with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"wrong first dimension .*Expected 2"):
         check_custom_factors(np.ones((4, 2)), np.ones((3, 3)), X, (2,), "cpu")
-    with pytest.raises(ValueError, match="finite and nonnegative"):
+    with pytest.raises(ValueError, match=r"Negative values .*\(input W\)"):
         check_custom_factors(-np.ones((4, 2)), np.ones((2, 3)), X, (2,), "cpu")
-    with pytest.raises(ValueError, match="all zeros"):
+    with pytest.raises(ValueError, match="full of zeros"):
         check_custom_factors(np.zeros((4, 2)), np.ones((2, 3)), X, (2,), "cpu")
     with pytest.raises(ValueError, match="2 layer"):
         check_custom_factors(np.ones((4, 2)), np.ones((2, 3)), X, (2, 1), "cpu")
