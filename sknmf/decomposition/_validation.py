@@ -167,11 +167,10 @@ def unscale_codes(W: np.ndarray, scale: float) -> np.ndarray:
     """Codes in the user's scale; a clear error where they do not fit the dtype."""
     if scale == 1.0:
         return W
-    with np.errstate(over="ignore"):
-        out = W * W.dtype.type(scale)
-    if not np.all(np.isfinite(out)):
+    out = W.astype(np.float64) * scale
+    if np.max(out, initial=0.0) > np.finfo(W.dtype).max:
         raise ValueError(
             f"The codes of this X overflow {W.dtype}: its entries are near the "
             f"largest {W.dtype} value. Convert X to float64."
         )
-    return out
+    return out.astype(W.dtype, copy=False)
