@@ -3,7 +3,8 @@
 Row-blocked divergences against scikit-learn's ``_beta_divergence``, the Gram
 forms against ``numpy`` on the full residual, the Gram-matrix SVD against
 LAPACK's, the zero-copy CSR wrapper against scipy's own products, and the
-least-squares start of ``hals_solve_W`` against ``scipy.optimize.nnls``.
+HALS transform (``stages.encode``, from its least-squares start) against
+``scipy.optimize.nnls``.
 """
 
 import numpy as np
@@ -15,10 +16,12 @@ from sklearn.decomposition._nmf import _beta_divergence
 
 import sknmf._torch.divergence as divergence
 from sknmf._torch.divergence import beta_divergence, frobenius_gram
-from sknmf._torch.hals import hals_solve_W
 from sknmf._torch.init import truncated_svd
+from sknmf._torch.nets import Stage
+from sknmf._torch.objective import Problem, Regularization, layer_terms
+from sknmf._torch.solvers.mu import solve_simplex_rows
 from sknmf._torch.sparse import CSRMatrix
-from sknmf._torch.updates import layer_terms
+from sknmf._torch.stages import encode
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
 
@@ -133,14 +136,22 @@ def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
     H = rng.rand(5, 40)
     X = rng.rand(12, 5) @ H + 0.3 * rng.rand(12, 40)
     X[:, ::3] = 0.0
-    W, _ = hals_solve_W(
+    # Regularization scales alpha_W by n_features: pick alpha_W and l1_ratio
+    # so that the scaled coefficients are exactly l1 and l2.
+    p = X.shape[1]
+    reg = Regularization(
+        len(X),
+        [p],
+        alpha_W=(l1 + l2) / p,
+        alpha_H=0.0,
+        l1_ratio=l1 / (l1 + l2) if l1 + l2 else 0.0,
+    )
+    (W,) = encode(
         torch.from_numpy(X),
-        torch.from_numpy(H),
-        None,
-        max_iter=2000,
-        tol=0.0,
-        l1_reg_W=l1,
-        l2_reg_W=l2,
+        [torch.from_numpy(H)],
+        Problem(2.0, reg=reg),
+        "hals",
+        Stage(max_epochs=300, tol=0.0),
     )
     # Each row: min 0.5||x - H^T w||^2 + l1 sum(w) + 0.5 l2 ||w||^2, w >= 0, as
     # an NNLS problem on the augmented system.
@@ -157,8 +168,6 @@ def test_simplex_rows_frobenius_solves_the_row_problems(seed):
     # Each row: minimise sum_j P_j t_j^2 / (2 Ht_j) - N_j t_j over the simplex,
     # whose solution is t_j = c_j max(N_j - mu, 0) (c = Ht / P) with the
     # multiplier mu found here by plain bisection on the row sum.
-    from sknmf._torch.updates import solve_simplex_rows
-
     rng = np.random.RandomState(seed)
     Ht = rng.rand(6, 300) * (rng.rand(6, 300) < 0.8)
     num = rng.rand(6, 300) * 3
