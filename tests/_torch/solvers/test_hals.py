@@ -8,7 +8,6 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
-from sknmf._torch.divergence import squared_norm
 from sknmf._torch.nets import Stage, run_stage
 from sknmf._torch.objective import Problem, Regularization
 from sknmf._torch.solvers import make_solver
@@ -302,13 +301,3 @@ def test_returned_loss_is_the_half_squared_error(update_H, kind):
         )
         rel = 1e-5 if kind == "float32" else 1e-10
         assert loss == pytest.approx(expected, rel=rel)
-
-
-def test_squared_norm_in_float64_by_chunks():
-    rng = np.random.default_rng(0)
-    X = rng.random((1500, 1000)).astype(np.float32)  # more than one chunk
-    expected = float(np.sum(X.astype(np.float64) ** 2))
-    assert squared_norm(torch.from_numpy(X)) == pytest.approx(expected, rel=1e-12)
-    assert squared_norm(torch.from_numpy(X).T) == pytest.approx(expected, rel=1e-12)
-    Xs = CSRMatrix.from_dense(torch.from_numpy(X[:50]))
-    assert squared_norm(Xs) == pytest.approx(float(np.sum(X[:50].astype(float) ** 2)))
