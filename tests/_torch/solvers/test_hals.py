@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.optimize import nnls
 from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
@@ -301,3 +302,36 @@ def test_returned_loss_is_the_half_squared_error(update_H, kind):
         )
         rel = 1e-5 if kind == "float32" else 1e-10
         assert loss == pytest.approx(expected, rel=rel)
+
+
+@pytest.mark.parametrize("l1, l2", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5)])
+def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
+    rng = np.random.RandomState(0)
+    H = rng.rand(5, 40)
+    X = rng.rand(12, 5) @ H + 0.3 * rng.rand(12, 40)
+    X[:, ::3] = 0.0
+    # Regularization scales alpha_W by n_features: pick alpha_W and l1_ratio
+    # so that the scaled coefficients are exactly l1 and l2.
+    p = X.shape[1]
+    reg = Regularization(
+        len(X),
+        [p],
+        alpha_W=(l1 + l2) / p,
+        alpha_H=0.0,
+        l1_ratio=l1 / (l1 + l2) if l1 + l2 else 0.0,
+    )
+    (W,) = encode(
+        torch.from_numpy(X),
+        [torch.from_numpy(H)],
+        Problem(2.0, reg=reg),
+        "hals",
+        Stage(max_epochs=300, tol=0.0),
+    )
+    # Each row: min 0.5||x - H^T w||^2 + l1 sum(w) + 0.5 l2 ||w||^2, w >= 0, as
+    # an NNLS problem on the augmented system.
+    A = np.vstack([H.T, np.sqrt(l2) * np.eye(5)]) if l2 else H.T
+    for i in range(len(X)):
+        # The L1 term shifts the linear part: H x - l1 = A^T b with b below.
+        rhs = np.linalg.lstsq(A.T, H @ X[i] - l1, rcond=None)[0]
+        w_ref, _ = nnls(A, rhs)
+        np.testing.assert_allclose(W[i].numpy(), w_ref, atol=1e-7)
