@@ -26,8 +26,9 @@ from sknmf._torch.nets import (
     ToleranceStopping,
     run_stage,
 )
-from sknmf._torch.objective import Problem
+from sknmf._torch.objective import Problem, Regularization
 from sknmf._torch.solvers import make_solver
+from sknmf._torch.solvers.mu import MUSolver
 from sknmf._torch.sparse import CSRMatrix
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning")
@@ -292,3 +293,43 @@ def test_mini_batch_stage_visits_every_row_each_epoch():
     res = run_stage(T(X), [T(W0.copy())], [T(H0.copy())], solver, stage)
     assert len(res.net.history[-1, "batches"]) == 5
     assert (res.Ws[0] != T(W0)).all(1).all()
+
+
+def test_mini_batches_carry_their_share_of_the_weights_penalty():
+    # The codes' penalty is per row; the weights' penalty is shared: a batch
+    # of b of the n rows carries b / n of it, so an epoch adds up to one
+    # full-batch penalty.
+    seen = []
+
+    class Spy(MUSolver):
+        def update_codes(self, X, Ws, Hs, state):
+            reg = self.reg(state)
+            seen.append((X.shape[0], reg.l1_H, reg.l2_H, reg.l1_W[0]))
+            super().update_codes(X, Ws, Hs, state)
+
+    X, W0, H0 = _data(n=23)
+    reg = Regularization(23, [12], alpha_W=0.1, alpha_H=0.2, l1_ratio=0.5)
+    solver = Spy(Problem(2.0, reg=reg))
+    for batch_size, sizes in ((5, [5, 5, 5, 5, 3]), (None, [23])):
+        seen.clear()
+        stage = Stage(max_epochs=1, tol=0.0, batch_size=batch_size)
+        run_stage(T(X), [T(W0.copy())], [T(H0.copy())], solver, stage)
+        assert [s[0] for s in seen] == sizes
+        for b, l1_H, l2_H, l1_W in seen:
+            assert l1_H == pytest.approx(reg.l1_H * b / 23)
+            assert l2_H == pytest.approx(reg.l2_H * b / 23)
+            assert l1_W == reg.l1_W[0]
+        assert sum(s[1] for s in seen) == pytest.approx(reg.l1_H)
+
+
+def test_codes_only_stage_evaluates_the_loss_every_check():
+    # With the weights frozen (transform) the loss is only needed by the
+    # stopping test: every check_every epochs, and at the last epoch.
+    X, W0, H0 = _data()
+    solver = make_solver("mu", Problem(1.0), batched=False)
+    stage = Stage(max_epochs=25, tol=0.0, check_every=10)
+    res = run_stage(T(X), [T(W0)], [T(H0)], solver, stage, update_H=False)
+    epochs = [h["epoch"] for h in res.net.history if "error" in h]
+    assert res.n_iter == 25 and epochs == [10, 20, 25]
+    expected = math.sqrt(2 * _beta_divergence(X, res.Ws[0].numpy(), H0, 1.0))
+    assert res.net.history[-1, "error"] == pytest.approx(expected, rel=1e-10)
