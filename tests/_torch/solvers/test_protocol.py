@@ -86,6 +86,9 @@ def _problem(beta, loss="layer", ranks=(4,), reg=False, n=30, m=12):
 MM_CASES = [
     ("hals", 2.0, "layer", (4,), False),
     ("hals", 2.0, "layer", (4,), True),
+    # HALS hands deep problems to MU: they run all the same.
+    ("hals", 2.0, "layer", (5, 3), True),
+    ("hals", 2.0, "data", (5, 3), False),
     ("mu", 2.0, "layer", (4,), True),
     ("mu", 1.0, "layer", (4,), False),
     ("mu", 1.0, "layer", (4,), True),
@@ -186,6 +189,7 @@ def test_adam_lowers_the_objective_on_average(loss, ranks, beta):
 
 STAT_CASES = [
     ("hals", 2.0, "layer", (4,)),
+    ("hals", 2.0, "layer", (5, 3)),
     ("mu", 2.0, "layer", (4,)),
     ("mu", 1.0, "layer", (4,)),
     ("mu", 0.5, "layer", (4,)),
@@ -259,6 +263,7 @@ def test_kl_statistics_are_summable_when_a_block_has_a_zero_code(ranks):
 # -- row-local codes ---------------------------------------------------------------
 
 LOCAL_CASES = [
+    ("hals", 2.0, "layer", (5, 3)),
     ("mu", 2.0, "layer", (4,)),
     ("mu", 1.0, "layer", (4,)),
     ("mu", 0.0, "layer", (4,)),
