@@ -59,6 +59,9 @@ def _reference_objective(X, Ws, Hs, problem):
 
 
 def _factors(ranks, n=30, m=12, seed=0, zeros=True):
+    # zeros=False for beta <= 0: there D(0 | y) is infinite, the divergence
+    # (scikit-learn's convention) skips those entries while the updates do
+    # not, so it may rise; scikit-learn and DeepNMF refuse such data.
     rng = np.random.RandomState(seed)
     X = rng.rand(n, m) + 0.05
     if zeros:
