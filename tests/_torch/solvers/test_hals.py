@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.optimize import nnls
 from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
-from sknmf._torch.hals import (
-    frobenius_objective,
-    hals_solve_W,
-    hals_step,
-    squared_norm,
-)
 
+from sknmf._torch.nets import Stage, run_stage
+from sknmf._torch.objective import Problem, Regularization
+from sknmf._torch.solvers import make_solver
+from sknmf._torch.solvers.hals import frobenius_objective, hals_step
 from sknmf._torch.sparse import CSRMatrix
+from sknmf._torch.stages import encode
 
 F64 = torch.float64
 # torch flags its CSR tensors as beta; nothing for these tests to act on.
@@ -52,6 +52,22 @@ def _random_problem(n=60, p=25, k=5, seed=0, density=None):
     W = rng.random((n, k))
     H = rng.random((k, p))
     return X, W, H
+
+
+def _transform(X, H, max_epochs=5000, tol=1e-12, alpha_W=0.0, l1_ratio=0.0):
+    """The transform problem (H fixed) through the one skorch loop.
+
+    Returns the codes and the number of epochs run. ``encode`` gives only the
+    codes, so this runs its one-layer stage itself: the HALS solver's
+    deterministic start, then ``run_stage`` with the weights frozen.
+    """
+    n, p = X.shape
+    reg = Regularization(n, [p], alpha_W=alpha_W, alpha_H=0.0, l1_ratio=l1_ratio)
+    solver = make_solver("hals", Problem(2.0, reg=reg), batched=False)
+    W0 = solver.initial_codes(X, H, reg)
+    stage = Stage(max_epochs=max_epochs, tol=tol, check_every=solver.codes_check_every)
+    res = run_stage(X, [W0], [H], solver, stage, update_H=False)
+    return res.Ws[0], res.n_iter
 
 
 def _sklearn_regs(X, alpha_W, l1_ratio):
@@ -131,8 +147,10 @@ def test_sparse_equals_dense(kind):
     )
     torch.testing.assert_close(Ws, Wd, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(Hs, Hd, rtol=1e-10, atol=1e-12)
-    Wd2, _ = hals_solve_W(Xd, Hd, torch.zeros_like(Wd), tol=1e-10)
-    Ws2, _ = hals_solve_W(Xs, Hd, torch.zeros_like(Wd), tol=1e-10)
+    # The transform problem (H fixed) through encode: sparse equals dense too.
+    stage = Stage(max_epochs=200, tol=1e-10)
+    (Wd2,) = encode(Xd, [Hd], Problem(2.0), "hals", stage)
+    (Ws2,) = encode(Xs, [Hd], Problem(2.0), "hals", stage)
     torch.testing.assert_close(Ws2, Wd2, rtol=1e-10, atol=1e-12)
 
 
@@ -189,9 +207,7 @@ def test_transform_codes_match_sklearn(digits):
     W_ref = est.transform(digits[:300])
     X = torch.from_numpy(digits[:300])
     H = torch.from_numpy(est.components_)
-    W, n_iter = hals_solve_W(
-        X, H, torch.zeros(300, k, dtype=F64), tol=1e-12, max_iter=5000
-    )
+    W, n_iter = _transform(X, H, max_epochs=5000, tol=1e-12)
     assert 1 < n_iter < 5000
     assert (W >= 0).all()
     rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
@@ -207,15 +223,16 @@ def test_transform_with_l1_matches_sklearn(digits):
     X = digits[:200]
     W_ref = est.transform(X)
     # transform regularises with n_features * alpha_W, as fit does
-    l1_W, _, l2_W, _ = _sklearn_regs(X, 0.01, 1.0)
-    W, _ = hals_solve_W(
+    # (Regularization's scaling itself is checked against scikit-learn's in
+    # tests/_torch/test_objective.py.)
+    reg = Regularization(200, [X.shape[1]], alpha_W=0.01, alpha_H=0.0, l1_ratio=1.0)
+    stage = Stage(max_epochs=5000, tol=1e-12)
+    (W,) = encode(
         torch.from_numpy(X),
-        torch.from_numpy(est.components_),
-        torch.zeros(200, k, dtype=F64),
-        tol=1e-12,
-        max_iter=5000,
-        l1_reg_W=l1_W,
-        l2_reg_W=l2_W,
+        [torch.from_numpy(est.components_)],
+        Problem(2.0, reg=reg),
+        "hals",
+        stage,
     )
     rel = np.linalg.norm(W.numpy() - W_ref) / np.linalg.norm(W_ref)
     assert rel < 1e-3
@@ -224,8 +241,8 @@ def test_transform_with_l1_matches_sklearn(digits):
 def test_transform_stops_on_tol():
     X, W, H = _random_problem(n=200)
     Xt, _, Ht = _tensors(X, W, H)
-    _, loose = hals_solve_W(Xt, Ht, torch.zeros(200, 5, dtype=F64), tol=1e-2)
-    _, tight = hals_solve_W(Xt, Ht, torch.zeros(200, 5, dtype=F64), tol=1e-10)
+    _, loose = _transform(Xt, Ht, tol=1e-2)
+    _, tight = _transform(Xt, Ht, tol=1e-10)
     assert loose < tight
 
 
@@ -246,8 +263,6 @@ def test_bad_inputs():
         hals_step(Xt, Wt.float(), Ht)
     with pytest.raises(ValueError, match="shapes"):
         hals_step(Xt, Wt[:10], Ht)
-    with pytest.raises(ValueError, match="shapes"):
-        hals_solve_W(Xt, Ht[:, :3], Wt)
 
 
 @pytest.mark.cuda
@@ -289,11 +304,34 @@ def test_returned_loss_is_the_half_squared_error(update_H, kind):
         assert loss == pytest.approx(expected, rel=rel)
 
 
-def test_squared_norm_in_float64_by_chunks():
-    rng = np.random.default_rng(0)
-    X = rng.random((1500, 1000)).astype(np.float32)  # more than one chunk
-    expected = float(np.sum(X.astype(np.float64) ** 2))
-    assert squared_norm(torch.from_numpy(X)) == pytest.approx(expected, rel=1e-12)
-    assert squared_norm(torch.from_numpy(X).T) == pytest.approx(expected, rel=1e-12)
-    Xs = CSRMatrix.from_dense(torch.from_numpy(X[:50]))
-    assert squared_norm(Xs) == pytest.approx(float(np.sum(X[:50].astype(float) ** 2)))
+@pytest.mark.parametrize("l1, l2", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5)])
+def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
+    rng = np.random.RandomState(0)
+    H = rng.rand(5, 40)
+    X = rng.rand(12, 5) @ H + 0.3 * rng.rand(12, 40)
+    X[:, ::3] = 0.0
+    # Regularization scales alpha_W by n_features: pick alpha_W and l1_ratio
+    # so that the scaled coefficients are exactly l1 and l2.
+    p = X.shape[1]
+    reg = Regularization(
+        len(X),
+        [p],
+        alpha_W=(l1 + l2) / p,
+        alpha_H=0.0,
+        l1_ratio=l1 / (l1 + l2) if l1 + l2 else 0.0,
+    )
+    (W,) = encode(
+        torch.from_numpy(X),
+        [torch.from_numpy(H)],
+        Problem(2.0, reg=reg),
+        "hals",
+        Stage(max_epochs=300, tol=0.0),
+    )
+    # Each row: min 0.5||x - H^T w||^2 + l1 sum(w) + 0.5 l2 ||w||^2, w >= 0, as
+    # an NNLS problem on the augmented system.
+    A = np.vstack([H.T, np.sqrt(l2) * np.eye(5)]) if l2 else H.T
+    for i in range(len(X)):
+        # The L1 term shifts the linear part: H x - l1 = A^T b with b below.
+        rhs = np.linalg.lstsq(A.T, H @ X[i] - l1, rcond=None)[0]
+        w_ref, _ = nnls(A, rhs)
+        np.testing.assert_allclose(W[i].numpy(), w_ref, atol=1e-7)
