@@ -118,9 +118,10 @@ def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
 
     if beta == 1.0:
         if B is None:
-            A_sum = A.sum(0)
-            A_sum = torch.where(A_sum == 0, torch.ones_like(A_sum), A_sum)
-            den = A_sum[:, None]
+            # No guard for zero column sums here (scikit-learn's sets them to
+            # one): statistics must add up over row blocks, and the numerator's
+            # row is zero there, which the weight updates' own guards handle.
+            den = A.sum(0)[:, None]
         elif A is None:
             den = B.sum(1)[None, :]
         else:
@@ -195,14 +196,21 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
         lo = torch.where(f <= 0, torch.maximum(lo, s), lo)
         hi = torch.where(f >= 0, torch.minimum(hi, s), hi)
         step = s - f / fp
-        inside = (step > lo) & (step < hi)
+        # Newton may land on the bracket's end exactly once converged: that
+        # step is inside, not a reason to bisect away from the root.
+        inside = (step >= lo) & (step <= hi)
         s = torch.where(inside, step, 0.5 * (lo + hi))
-    f, _ = _coupled_phi(s, den, num, a, b, lam, Wsafe, Y, beta)
+    f, fp = _coupled_phi(s, den, num, a, b, lam, Wsafe, Y, beta)
     lo = torch.where(f <= 0, torch.maximum(lo, s), lo)
     hi = torch.where(f >= 0, torch.minimum(hi, s), hi)
+    # Converged iterates are the minimiser (to rounding) whichever side of it
+    # they landed on; elsewhere the bracket's end on the old value's side.
+    converged = (f / fp).abs() <= 1e-12
     zero = torch.zeros_like(s)
-    s = torch.where(phi0 > 0, hi.clamp_max(0), zero)
-    s = torch.where(phi0 < 0, lo.clamp_min(0), s)
+    down = torch.where(converged, s, hi).clamp_max(0)
+    up = torch.where(converged, s, lo).clamp_min(0)
+    s = torch.where(phi0 > 0, down, zero)
+    s = torch.where(phi0 < 0, up, s)
     return torch.where(alive, Wt * torch.exp(s), torch.zeros_like(Wt))
 
 
