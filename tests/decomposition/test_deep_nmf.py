@@ -709,11 +709,12 @@ def test_float32_beyond_its_comfortable_range(factor):
     assert rel / np.linalg.norm(X.astype(np.float64) / factor) < 0.6
 
 
-def test_float32_at_its_largest_is_a_clear_error():
+def test_float32_at_its_largest():
     X = np.random.RandomState(0).rand(20, 5).astype(np.float32)
     X *= np.finfo(np.float32).max
-    with pytest.raises(ValueError, match="overflow float32.*float64"):
-        DeepNMF(3, max_iter=5, random_state=0).fit_transform(X)
+    model = DeepNMF(3, max_iter=5, random_state=0)
+    W = model.fit_transform(X)
+    assert np.isfinite(W).all() and np.isfinite(model.components_).all()
 
 
 def test_deep_float32_tiny_example_does_not_overflow():

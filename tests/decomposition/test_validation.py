@@ -58,3 +58,12 @@ def test_custom_factors():
         check_custom_factors(np.zeros((4, 2)), np.ones((2, 3)), X, (2,), "cpu")
     with pytest.raises(ValueError, match="2 layer"):
         check_custom_factors(np.ones((4, 2)), np.ones((2, 3)), X, (2, 1), "cpu")
+
+
+def test_codes_beyond_the_dtype_are_a_clear_error():
+    from sknmf.decomposition._validation import unscale_codes
+
+    W = np.full((2, 2), 4.0, dtype=np.float32)
+    assert unscale_codes(W, 2.0**100).dtype == np.float32
+    with pytest.raises(ValueError, match="overflow float32.*float64"):
+        unscale_codes(W, 2.0**127)
