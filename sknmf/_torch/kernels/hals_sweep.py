@@ -65,8 +65,12 @@ def usable(F: Tensor, Gs: Tensor | None = None, Rs: Tensor | None = None) -> boo
     """Whether :func:`fused_sweeps` supports these tensors here.
 
     True for float32/float64 tensors with at most 256 components, on a CUDA
-    device (or on CPU under ``TRITON_INTERPRET=1``), when triton imports.
+    device (or on CPU under ``TRITON_INTERPRET=1``), when triton imports and the
+    environment does not set ``SKNMF_FUSED_KERNELS=0`` (the switch back to the
+    torch path, for comparisons and as an escape hatch).
     """
+    if os.environ.get("SKNMF_FUSED_KERNELS", "1") == "0":
+        return False
     if F.dtype not in _ELEMS or F.dim() != 2 or F.shape[0] > _MAX_K:
         return False
     if any(T is not None and T.dtype != F.dtype for T in (Gs, Rs)):
