@@ -124,8 +124,7 @@ def fused_sweeps(
     --------
     >>> import torch
     >>> from sknmf._torch.kernels import fused_sweeps, usable
-    >>> F = torch.rand(4, 100)
-    >>> usable(F)  # a CPU tensor outside the interpreter: use the torch path
+    >>> usable(torch.rand(4, 100, dtype=torch.float16))  # no half kernel
     False
     """
     if not triton_available():
