@@ -21,7 +21,7 @@ def _kernel(
     Rs,
     partial,
     changes,
-    it,
+    prev_change,
     delta2,
     k,
     m,
@@ -41,13 +41,14 @@ def _kernel(
     pid = tl.program_id(0)
     go = True
     if STOP:
-        # The stopping test of sweep it-1, decided on the device: every program
-        # reads the same two sums, so all of them stop together and no host
-        # synchronisation is needed. Sweeps skipped add nothing to `changes`, so
-        # the later launches skip too.
-        prev = tl.load(changes + tl.maximum(it - 2, 0))
+        # The stopping test of the previous sweep, decided on the device: every
+        # program reads the same two sums (the first sweep's change and the
+        # previous one's; +inf before the second sweep), so all of them stop
+        # together and no host synchronisation is needed. Sweeps skipped add
+        # nothing to `changes`, so the later launches skip too.
+        prev = tl.load(prev_change)
         first = tl.load(changes)
-        go = (it < 2) | (prev > delta2 * first)
+        go = prev > delta2 * first
     if go:
         rows = tl.arange(0, BLOCK_K)
         cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)

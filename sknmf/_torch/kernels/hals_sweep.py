@@ -25,6 +25,7 @@ arithmetic, same rule); :func:`usable` says when the kernel applies.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -139,18 +140,23 @@ def fused_sweeps(
     dev = F.device
     if stop:
         partial = torch.zeros((max_inner, n_prog), dtype=F.dtype, device=dev)
-        changes = torch.zeros(max_inner, dtype=F.dtype, device=dev)
+        # changes[i] is sweep i+1's squared change; the last slot holds +inf, the
+        # "previous change" the first launch sees (nothing to compare yet), so the
+        # kernel does no index arithmetic.
+        changes = torch.zeros(max_inner + 1, dtype=F.dtype, device=dev)
+        changes[max_inner] = math.inf
     else:
         partial = changes = torch.zeros(1, dtype=F.dtype, device=dev)
     delta2 = float(delta) ** 2
     for it in range(1, max_inner + 1):
+        prev = changes[it - 2] if stop and it >= 2 else changes[-1]
         _kernel[grid](
             F,
             Gs,
             Rs,
             partial[it - 1] if stop else partial,
             changes,
-            it,
+            prev,
             delta2,
             k,
             m,
