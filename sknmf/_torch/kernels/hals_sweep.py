@@ -39,6 +39,10 @@ __all__ = ["fused_sweeps", "reference_sweeps", "triton_available", "usable"]
 _MAX_K = 256
 _ELEMS = {torch.float32: 4096, torch.float64: 2048}
 _MIN_BLOCK_N = 16
+# Tiles were checked free of register spills for sm_90 with 4 warps (ptxas of
+# triton 3.9: 228 registers at 128 x 32 float32, 173 at 128 x 16 float64); the
+# warps and tiles are not tuned on a GPU yet.
+_NUM_WARPS = 4
 # Aim for at least this many programs, so a narrow factor (the H block's
 # n_features columns) still fills the streaming multiprocessors.
 _MIN_PROGRAMS = 512
@@ -65,7 +69,8 @@ def _interpreted() -> bool:
 def usable(F: Tensor, Gs: Tensor | None = None, Rs: Tensor | None = None) -> bool:
     """Whether :func:`fused_sweeps` supports these tensors here.
 
-    True for float32/float64 tensors with at most 256 components, on a CUDA
+    True for float32/float64 tensors with at most 256 components and fewer
+    than ``2**31`` elements, on a CUDA
     device (or on CPU under ``TRITON_INTERPRET=1``), when triton imports and the
     environment does not set ``SKNMF_FUSED_KERNELS=0`` (the switch back to the
     torch path, for comparisons and as an escape hatch).
@@ -76,9 +81,17 @@ def usable(F: Tensor, Gs: Tensor | None = None, Rs: Tensor | None = None) -> boo
         return False
     if any(T is not None and T.dtype != F.dtype for T in (Gs, Rs)):
         return False
+    # The kernel's offsets are 32-bit.
+    if any(T is not None and _span(T) >= 2**31 for T in (F, Rs)):
+        return False
     if F.device.type != "cuda" and not (F.device.type == "cpu" and _interpreted()):
         return False
     return triton_available()
+
+
+def _span(T: Tensor) -> int:
+    """One past the largest element offset of a 2-D view."""
+    return sum((n - 1) * st for n, st in zip(T.shape, T.stride())) + 1
 
 
 def _tiles(k: int, m: int, dtype: torch.dtype) -> tuple[int, int]:
@@ -169,6 +182,7 @@ def fused_sweeps(
             BLOCK_K=block_k,
             BLOCK_N=block_n,
             STOP=stop,
+            num_warps=_NUM_WARPS,
         )
         if stop and it < max_inner:
             torch.sum(partial[it - 1], dim=0, out=changes[it - 1])

@@ -52,6 +52,9 @@ def test_usable_refuses_what_the_kernel_does_not_support(monkeypatch):
     assert not usable(F)
     monkeypatch.setattr(hals_sweep, "triton_available", lambda: True)
     assert usable(F) and usable(F.double())
+    # The kernel's offsets are 32-bit: the span of a view decides.
+    assert hals_sweep._span(torch.empty(2, 2**30, device="meta")) == 2**31
+    assert hals_sweep._span(torch.empty(3, 5).T) == 15
     monkeypatch.setenv("SKNMF_FUSED_KERNELS", "0")
     assert not usable(F)
 
