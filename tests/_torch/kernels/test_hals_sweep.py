@@ -132,3 +132,32 @@ def test_strided_factor_is_updated_in_place():
     np.testing.assert_allclose(
         base.T.cpu().numpy(), _numpy_cd(Wt, G, R, 0.0, 0.0, 2), rtol=1e-12
     )
+
+
+def test_hals_step_with_fused_sweeps_matches_the_torch_path(monkeypatch):
+    # Both blocks of an outer iteration (W: samples, H: features) through the
+    # kernel, with penalties, against the torch sweeps on the same problem
+    # (small enough that the CPU path too tests the whole block at once).
+    from sknmf._torch.solvers import hals
+
+    g = torch.Generator().manual_seed(4)
+    X = torch.rand(60, 30, generator=g, dtype=torch.float64)
+    W0 = torch.rand(60, 4, generator=g, dtype=torch.float64)
+    H0 = torch.rand(4, 30, generator=g, dtype=torch.float64)
+    reg = dict(l1_reg_W=0.01, l2_reg_W=0.02, l1_reg_H=0.03, l2_reg_H=0.01)
+    W_ref, H_ref = W0.clone(), H0.clone()
+    for _ in range(2):
+        hals.hals_step(X, W_ref, H_ref, **reg)
+
+    def fused(F, Gs, Rs, max_inner, early_stop=True):
+        return fused_sweeps(
+            F, Gs, Rs, max_inner, delta=hals._DELTA, early_stop=early_stop
+        )
+
+    monkeypatch.setattr(hals, "_sweeps", fused)
+    W, H = W0.clone().to(DEVICE), H0.clone().to(DEVICE)
+    Xd = X.to(DEVICE)
+    for _ in range(2):
+        hals.hals_step(Xd, W, H, **reg)
+    np.testing.assert_allclose(W.cpu().numpy(), W_ref.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(H.cpu().numpy(), H_ref.numpy(), rtol=1e-10, atol=1e-13)
