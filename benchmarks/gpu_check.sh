@@ -25,11 +25,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
     python3 -c "import triton; print('triton', triton.__version__)" \
         || echo "triton missing: the fused kernels will not be used"
-    echo "== CUDA tests (limit 180 s)"
-    timeout 180 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rs \
+    echo "== CUDA tests (limit 150 s)"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rs \
         tests/test_cuda.py tests/_torch/kernels
     echo "pytest exit: $?"
-    echo "== GPU benchmark (limit 330 s)"
-    timeout 330 python3 benchmarks/gpu.py --out "$OUT_DIR"
+    echo "== GPU benchmark (limit 300 s)"
+    timeout 300 python3 benchmarks/gpu.py --out "$OUT_DIR"
     echo "benchmark exit: $?"
 } 2>&1 | tee "$LOG"
