@@ -9,10 +9,18 @@ lowers precision on its own; :func:`product_precision` is the scoped request:
 - ``"tf32"``: every float32 CUDA matrix product in the scope may use TF32 (torch's
   own switch, set on entry and restored on exit; the small Gram matrices included;
   no effect on CPU or on float64);
-- ``"bf16"``: the products that touch X (through :func:`matmul`) cast float32
-  dense operands to bfloat16 and return float32; each product then makes a
-  bfloat16 copy of X (half its size, freed after the product). Float64 and sparse
-  data are left in their precision.
+- ``"bf16"``: the products that touch X (through :func:`matmul`) round float32
+  dense operands to bfloat16 and accumulate and return float32 (tensor cores on
+  CUDA through ``torch.mm(..., out_dtype=torch.float32)``; emulated, without a
+  speed-up, where torch lacks it); each product then makes a bfloat16 copy of X
+  (half its size, freed after the product). Float64 and sparse data are left in
+  their precision.
+
+Measured on CPU (4000 x 500 planted rank-20 matrix, k=20, float32 HALS from
+nndsvda): float32 products reach scikit-learn cd's error +1% in 16 iterations and
+0.9967 x cd's error after 300; bfloat16 inputs also in 16, 0.9970 x after 300;
+TF32 inputs (emulated by rounding) 16 and 0.9967. Rounding the products' *outputs*
+to bfloat16 instead stalls at 1.037 x cd's error: never do that.
 
 The setting is a :class:`contextvars.ContextVar`, so threads and tasks keep their
 own. The facade would expose it as a parameter that wraps ``fit``, ``transform``
@@ -117,9 +125,12 @@ def matmul(A: Tensor, B: Tensor, *, out: Tensor | None = None) -> Tensor:
 def _bf16_matmul(A: Tensor, B: Tensor) -> Tensor:
     a, b = A.to(torch.bfloat16), B.to(torch.bfloat16)
     if A.device.type == "cuda" and A.dim() == 2 and B.dim() == 2:
-        # float32 output straight from the float32 accumulator, where torch has it.
+        # Tensor cores: bfloat16 inputs, float32 accumulation and output.
         try:
             return torch.mm(a, b, out_dtype=torch.float32)
         except (TypeError, RuntimeError, NotImplementedError):
             pass
-    return torch.matmul(a, b).to(torch.float32)
+    # Elsewhere the same arithmetic, emulated: the inputs rounded to bfloat16, the
+    # product in float32. A bfloat16 output would round every entry of the cross
+    # terms to 8 bits, which on its own moved the reached error by 4% (below).
+    return torch.matmul(a.to(torch.float32), b.to(torch.float32))

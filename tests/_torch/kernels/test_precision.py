@@ -83,10 +83,11 @@ def test_hals_under_bf16_reaches_the_float32_error_up_to_its_rounding():
             for _ in range(30):
                 hals_step(X, W, H)
         errors[precision] = frobenius_objective(X, W, H)
-    # bfloat16 rounds X and the factors to 8-bit mantissas: the error it reaches
-    # moves by the order of 2^-8 ||X|| (measured here: 2.39 -> 2.92 for ||X|| ~ 155,
-    # a 22% worse residual on this low-noise matrix), never by more.
+    # bfloat16 rounds X and the factors to 8-bit mantissas (float32 accumulation
+    # and output): the residual it reaches moves by far less than 2^-12 ||X||
+    # (seen: 2.390 -> 2.403, ||X|| = 173). Rounding the outputs to bfloat16 too
+    # moved it to 2.92: this bound catches that.
     norm_x = float(torch.linalg.vector_norm(X))
     res = {p: (2.0 * e) ** 0.5 for p, e in errors.items()}
     assert res["bf16"] != res["highest"]
-    assert abs(res["bf16"] - res["highest"]) <= 2.0**-7 * norm_x
+    assert abs(res["bf16"] - res["highest"]) <= 2.0**-12 * norm_x
