@@ -109,8 +109,9 @@ def test_cuda_fused_sweeps_match_cpu_reference_without_host_sync(
     H = torch.rand(k, p, generator=g, dtype=torch.float64)
     Wt = torch.rand(k, m, generator=g, dtype=torch.float64)
     Gs, Rs = hals._scaled_system(H @ H.T, (X @ H.T).T, 0.01, 0.02)
-    ref = Wt.clone()
-    reference_sweeps(ref, Gs, Rs, 12, delta=hals._DELTA)
+    # The reference in the same dtype, so both take the same stopping decisions.
+    ref = Wt.to(dtype).clone()
+    reference_sweeps(ref, Gs.to(dtype), Rs.to(dtype), 12, delta=hals._DELTA)
     F = Wt.to(dtype).cuda()
     Gs_d, Rs_d = Gs.to(dtype).cuda(), Rs.to(dtype).cuda()
     hals._sweeps(F, Gs_d, Rs_d, 12)  # compiles the kernel
