@@ -70,3 +70,76 @@ def test_cuda_model_pickles_and_predicts_on_cpu(X):
     np.testing.assert_allclose(clone.transform(X), gpu.transform(X))
     cpu_copy = pickle.loads(pickle.dumps(gpu)).set_params(device="cpu")
     np.testing.assert_allclose(cpu_copy.transform(X), gpu.transform(X), rtol=1e-5)
+
+
+def _fused_available():
+    import torch
+
+    from sknmf._torch.kernels import usable
+
+    return torch.cuda.is_available() and usable(torch.zeros(2, 2, device="cuda"))
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_cuda_fused_sweeps_match_cpu_reference_without_host_sync(
+    dtype_name, monkeypatch
+):
+    # The HALS sweeps on CUDA go through the fused kernel (when triton imports)
+    # and never wait for the device; their result is the CPU reference's.
+    import torch
+
+    from sknmf._torch import kernels
+    from sknmf._torch.kernels import reference_sweeps
+    from sknmf._torch.solvers import hals
+
+    if not _fused_available():
+        pytest.skip("triton is not installed: the fused kernel is not checked")
+    dtype = getattr(torch, dtype_name)
+    calls = []
+    real = kernels.fused_sweeps
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "fused_sweeps", spy)
+    g = torch.Generator().manual_seed(0)
+    k, m, p = 100, 5000, 300
+    X = torch.rand(m, p, generator=g, dtype=torch.float64)
+    H = torch.rand(k, p, generator=g, dtype=torch.float64)
+    Wt = torch.rand(k, m, generator=g, dtype=torch.float64)
+    Gs, Rs = hals._scaled_system(H @ H.T, (X @ H.T).T, 0.01, 0.02)
+    # The reference in the same dtype, so both take the same stopping decisions.
+    ref = Wt.to(dtype).clone()
+    reference_sweeps(ref, Gs.to(dtype), Rs.to(dtype), 12, delta=hals._DELTA)
+    F = Wt.to(dtype).cuda()
+    Gs_d, Rs_d = Gs.to(dtype).cuda(), Rs.to(dtype).cuda()
+    hals._sweeps(F, Gs_d, Rs_d, 12)  # compiles the kernel
+    F = Wt.to(dtype).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        hals._sweeps(F, Gs_d, Rs_d, 12)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(calls) == 2
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    np.testing.assert_allclose(
+        F.double().cpu().numpy(), ref.numpy(), rtol=tol, atol=tol
+    )
+
+
+def test_cuda_torch_fallback_and_tf32_reach_the_same_error(X, monkeypatch):
+    # The torch sweeps (kernel switched off) and TF32 products: same model quality.
+    from sknmf._torch.kernels.precision import product_precision
+
+    X32 = X.astype(np.float32)
+    kw = dict(max_iter=50, tol=0, random_state=0, device="cuda")
+    base = DeepNMF(8, **kw).fit(X32).reconstruction_err_
+    monkeypatch.setenv("SKNMF_FUSED_KERNELS", "0")
+    fallback = DeepNMF(8, **kw).fit(X32).reconstruction_err_
+    monkeypatch.delenv("SKNMF_FUSED_KERNELS")
+    with product_precision("tf32"):
+        tf32 = DeepNMF(8, **kw).fit(X32).reconstruction_err_
+    assert fallback == pytest.approx(base, rel=1e-2)
+    assert tf32 == pytest.approx(base, rel=1e-2)

@@ -49,7 +49,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .. import kernels
 from ..divergence import squared_norm
+from ..kernels.precision import matmul as _product
 from ..objective import Problem
 from ..sparse import CSRMatrix
 from . import Solver, cached_squared_norm
@@ -75,6 +77,9 @@ _ROW_OVERHEAD = 150_000.0
 # torch's grain for parallel element-wise work (at::internal::GRAIN_SIZE): smaller
 # operations run on the calling thread.
 _GRAIN = 32768
+# On a GPU without the fused kernel, the stopping test is read back once per this
+# many sweeps (each read waits for the device).
+_CHECK_EVERY = 4
 
 
 def _is_sparse(X) -> bool:
@@ -99,14 +104,14 @@ def _x_ht(X, H: Tensor) -> Tensor:
     wait a whole scheduler slice for its second thread. The transposition into
     the solver's ``(k, n_samples)`` layout is folded into the scaling pass.
     """
-    return X.matmul(H.T) if isinstance(X, CSRMatrix) else X @ H.T
+    return X.matmul(H.T) if isinstance(X, CSRMatrix) else _product(X, H.T)
 
 
 def _wt_x(X, Wt: Tensor) -> Tensor:
     """``W.T @ X`` as a ``(k, n_features)`` tensor, from ``Wt = W.T``."""
     if isinstance(X, CSRMatrix):
         return X.tmatmul(Wt.T).T
-    return torch.mm(Wt, X) if not _is_sparse(X) else Wt @ X
+    return _product(Wt, X) if not _is_sparse(X) else Wt @ X
 
 
 def _n_inner(nnz: int, m: int, q: int, k: int, sparse: bool) -> int:
@@ -202,7 +207,17 @@ def _sweeps(
     watches the first ``_GRAIN // k`` columns of each block: a deterministic
     sample that keeps the copy and the norm below torch's parallelisation grain
     (see :func:`_block_size`). Returns the largest number of sweeps any block did.
+
+    On CUDA the sweeps are the fused kernel of :mod:`sknmf._torch.kernels` where it
+    applies (one launch per sweep, the stopping test on the device; returns the
+    sweeps launched), else the torch sweeps reading the test every few sweeps.
     """
+    if F.device.type == "cuda":
+        if kernels.usable(F, Gs, Rs):
+            return kernels.fused_sweeps(
+                F, Gs, Rs, max_inner, delta=_DELTA, early_stop=early_stop
+            )
+        return _sweeps_checked_every(F, Gs, Rs, max_inner, early_stop)
     k, m = F.shape
     b = _block_size(F)
     buf = torch.empty(min(b, m), dtype=F.dtype, device=F.device)
@@ -230,6 +245,35 @@ def _sweeps(
                 break
         most = max(most, it)
     return most
+
+
+def _sweeps_checked_every(
+    F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int, early_stop: bool
+) -> int:
+    """The torch sweeps on a GPU without the fused kernel: no host wait per sweep.
+
+    Each sweep's change stays on the device; the host reads them every
+    ``_CHECK_EVERY`` sweeps and stops at the end of the window in which the
+    stopping rule held (up to ``_CHECK_EVERY - 1`` extra sweeps, which never
+    increase the objective, for one synchronisation per window).
+    """
+    buf = torch.empty(F.shape[1], dtype=F.dtype, device=F.device)
+    if not early_stop or max_inner == 1:
+        for _ in range(max_inner):
+            _sweep(F, Gs, Rs, buf)
+        return max_inner
+    changes = torch.zeros(max_inner, dtype=F.dtype, device=F.device)
+    prev = torch.empty_like(F)
+    it = 0
+    for it in range(1, max_inner + 1):
+        prev.copy_(F)
+        _sweep(F, Gs, Rs, buf)
+        torch.linalg.vector_norm(prev.sub_(F), out=changes[it - 1])
+        if it % _CHECK_EVERY == 0 or it == max_inner:
+            window = changes[:it]
+            if bool((window[1:] <= _DELTA * window[0]).any() | (window[0] == 0)):
+                break
+    return it
 
 
 def _rows_of(W: Tensor) -> tuple[Tensor, bool]:
@@ -366,7 +410,7 @@ def _update_codes(X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None):
         if XHt is not None:
             R = XHt.T
         elif workspace is not None and not sparse:
-            R = torch.matmul(X, H_rows.T, out=_buffer(workspace, "XHt", (n, k), X)).T
+            R = _product(X, H_rows.T, out=_buffer(workspace, "XHt", (n, k), X)).T
         else:
             R = _x_ht(X, H_rows).T
         G = H_rows @ H_rows.T
