@@ -34,6 +34,8 @@ from .._torch.solvers import SOLVERS, auto_solver, make_solver
 from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
+from .. import distributed
+from ..distributed import is_dask_array
 from ._ranks import check_ranks
 
 _SOLVERS = {"auto", *SOLVERS}
@@ -288,6 +290,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self : DeepNMF
             The fitted estimator.
         """
+        if is_dask_array(X):
+            distributed.fit(self, X, W, H)
+            return self
         self._fit(X, W, H)
         return self
 
@@ -304,8 +309,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components_)
-            Identical to ``fit(X).transform(X)``.
+            Identical to ``fit(X).transform(X)`` (a lazy Dask array for a
+            Dask ``X``).
         """
+        if is_dask_array(X):
+            X = distributed.fit(self, X, W, H)
+            return distributed.transform(self, X)
         X, Xt = self._fit(X, W, H)
         return self._to_numpy(self._encode_tensor(Xt)[-1], X.dtype)
 
@@ -427,6 +436,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             ``WL``, in the dtype of ``X``.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.transform(self, X)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         Xt = _to_tensor(X, check_device(self.device))
@@ -463,6 +474,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         X_original : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.inverse_transform(self, X)
         X = _check_codes(X, self.n_components_)
         return np.asarray(X @ self.components_.astype(X.dtype, copy=False))
 
