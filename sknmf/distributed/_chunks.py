@@ -111,24 +111,56 @@ def codes_and_statistics(x: dict, chunk: dict, spec, w, layers: list, first: boo
     The statistics land in ``out`` for the reduction and in ``stats`` for the
     chunk's own loss.
     """
+    chunk = _committed(chunk)
     out = dict(chunk)
+    W, stats, s = _step(x, chunk, spec, w, layers, first)
+    out.update(W=W, stats=stats, out=s)
+    return out
+
+
+def _step(x, chunk, spec, w, layers, first):
     solver = spec.solver
     T = target_of(x, chunk, spec.layers[0])
     Ws = [chunk["W"][l].clone() for l in spec.layers]
     Hs = spec.weights(w)
     state = chunk["state"]
     state["reg"] = spec.reg_of(x["n"])
-    if first:
-        solver.update_codes(T, Ws, Hs, state)
-        out["stats"] = {}
-    else:
-        out["stats"] = dict(chunk["stats"])
-    s = solver.statistics(T, Ws, Hs, layers, state)
-    out["stats"].update(s)
+    with torch.no_grad():
+        if first:
+            solver.update_codes(T, Ws, Hs, state)
+            stats = {}
+        else:
+            stats = dict(chunk["stats"])
+        s = solver.statistics(T, Ws, Hs, layers, state)
+    stats.update(s)
     W = list(chunk["W"])
     for l, Wl in zip(spec.layers, Ws):
         W[l] = Wl
-    out["W"] = W
+    return W, stats, s
+
+
+def _committed(chunk: dict) -> dict:
+    """The chunk with its step ahead (:func:`loss_and_next`) taken."""
+    ahead = chunk.get("ahead")
+    if ahead is None:
+        return chunk
+    out = {k: v for k, v in chunk.items() if k != "ahead"}
+    out["W"], out["stats"] = ahead
+    return out
+
+
+def loss_and_next(x: dict, chunk: dict, spec, w, layers: list) -> dict:
+    """The chunk's loss after this iteration, and the next iteration's first
+    phase computed ahead (one trip to the workers per iteration).
+
+    The codes ahead stay aside (``ahead``) until the next iteration takes
+    them, so a stage that stops here keeps the codes of its last weights.
+    """
+    chunk = _committed(chunk)
+    out = dict(chunk)
+    out["loss"] = loss(x, chunk, spec, w)
+    W, stats, s = _step(x, chunk, spec, w, layers, True)
+    out["ahead"] = (W, stats)
     out["out"] = s
     return out
 
@@ -160,7 +192,8 @@ def objective_of(x: dict, chunk: dict, spec, w) -> tuple[float, list]:
 
 def finish(x: dict, chunk: dict) -> dict:
     """The chunk without the stage's state and statistics."""
-    return {k: v for k, v in chunk.items() if k not in ("state", "stats", "out")}
+    drop = ("state", "stats", "out", "ahead", "loss")
+    return {k: v for k, v in chunk.items() if k not in drop}
 
 
 def rescale(chunk: dict, l: int, w) -> dict:
@@ -226,6 +259,8 @@ def add(a, b):
     """Sum of two statistics (nested dicts of tensors, lists or numbers)."""
     a = a["out"] if isinstance(a, dict) and "out" in a else a
     b = b["out"] if isinstance(b, dict) and "out" in b else b
+    if a is None:
+        return b
     if isinstance(a, dict):
         return {k: add(a[k], b[k]) for k in a}
     if isinstance(a, (list, tuple)):
@@ -235,10 +270,10 @@ def add(a, b):
     return a + b
 
 
-def add_all(parts: list):
-    """Sum of a list of small results (see :func:`add`)."""
-    total = parts[0]
-    for p in parts[1:]:
+def add_all(*parts):
+    """Sum of small results (see :func:`add`)."""
+    total = None
+    for p in parts:
         total = add(total, p)
     return total
 

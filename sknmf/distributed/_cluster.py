@@ -56,10 +56,14 @@ class Cluster:
         w = _chunks.Weights(Hs)
         if self.client is None:
             return _Done(w)
-        # One task holds the weights; the workers fetch them from it (dask's
-        # peer-to-peer transfer). Client.scatter(broadcast=True) took ~0.8 s
-        # a call on a loaded 2-core machine, this ~10 ms.
-        return self.client.submit(_chunks.identity, w, pure=False)
+        # Scattered to one worker; the others fetch them from it (dask's
+        # peer-to-peer transfer): Client.scatter(broadcast=True) took ~0.8 s a
+        # call on a loaded 2-core machine, this ~10 ms. Scattered data, unlike
+        # a task's result, has no lineage: once released, the tasks that used
+        # it cannot be replayed, so a lost chunk is rebuilt from the current
+        # weights (not from the whole history, whose weights the scheduler
+        # would otherwise keep).
+        return self.client.scatter(w, hash=False)
 
     def gather(self, futures):
         if self.client is None:
@@ -75,20 +79,22 @@ class Cluster:
         return self.client.compute(delayed_parts)
 
 
+#: Statistics added by one task of the tree reduction (dask.array's reductions
+#: use the same default fan-in).
+FAN_IN = 4
+
+
 def tree_sum(cluster: Cluster, futures: list):
-    """Sum of the chunks' ``out`` statistics, added pairwise on the workers."""
+    """Sum of the chunks' ``out`` statistics, added ``FAN_IN`` at a time on the
+    workers (a tree), so only the sum reaches the client."""
     level = list(futures)
-    if len(level) == 1:
-        return cluster.submit(_chunks.pick, level[0], "out")
-    while len(level) > 1:
-        nxt = [
-            cluster.submit(_chunks.add, level[i], level[i + 1])
-            for i in range(0, len(level) - 1, 2)
+    while True:
+        level = [
+            cluster.submit(_chunks.add_all, *level[i : i + FAN_IN])
+            for i in range(0, len(level), FAN_IN)
         ]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+        if len(level) == 1:
+            return level[0]
 
 
 def lost_errors() -> tuple:

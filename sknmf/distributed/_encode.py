@@ -57,9 +57,8 @@ def transform(est, X):
     import dask.array as da
     from dask import delayed
 
-    from ._fit import check_array
-
     from .._utils import check_device
+    from ._fit import check_array
 
     X = check_array(X, est, reset=False)
     spec = delayed(EncodeSpec(est, str(check_device(est.device))), pure=True)

@@ -25,8 +25,13 @@ import torch
 
 from .._torch.divergence import beta_loss_to_float
 from .._torch.modules import DeepFactorChain
-from .._torch.nets import FactorDataset, FactorizationNet, RowBatchIterator
-from .._torch.nets import StageResult, ToleranceStopping
+from .._torch.nets import (
+    FactorDataset,
+    FactorizationNet,
+    RowBatchIterator,
+    StageResult,
+    ToleranceStopping,
+)
 from .._torch.objective import Problem, Regularization, error_of
 from .._torch.solvers import make_solver
 from .._utils import check_device, make_generator, seed_from_random_state
@@ -68,7 +73,7 @@ class ChunkedRows:
     def total(self, fn, *args):
         """The sum over chunks of ``fn(x_i, codes_i, *args)`` (small results)."""
         parts = self.cluster.gather(self.map(fn, *args))
-        return _chunks.add_all(parts)
+        return _chunks.add_all(*parts)
 
 
 class StageDriver:
@@ -96,6 +101,7 @@ class StageDriver:
         self.client_state["products_shape"] = (info["nnz"], info["n"], info["sparse"])
         self.client_state["reg"] = spec.reg
         rows.codes = rows.map(_chunks.start, spec, w)
+        self.w, self.ahead = w, None
         _, terms = rows.total(_chunks.objective_of, spec, w)
         return error_of(spec.solver.problem.weights, terms)
 
@@ -109,24 +115,43 @@ class StageDriver:
                 if attempt == MAX_RETRIES:
                     raise
                 self.Hs = [H.clone() for H in saved]
+                self.ahead = None
                 self._recover()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _iterate(self):
         rows, spec, solver = self.rows, self.spec, self.spec.solver
-        w = rows.cluster.broadcast(self.Hs)
-        for i, layers in enumerate(solver.weight_phases()):
-            codes = [
-                rows.cluster.submit(
-                    _chunks.codes_and_statistics, x, c, spec, w, layers, i == 0
-                )
-                for x, c in zip(rows.xs, rows.codes)
-            ]
-            stats = tree_sum(rows.cluster, codes).result()
+        cluster = rows.cluster
+        phases = solver.weight_phases()
+        w = self.w
+        for i, layers in enumerate(phases):
+            if i == 0 and self.ahead is not None:
+                codes, total = self.ahead
+            else:
+                codes = [
+                    cluster.submit(
+                        _chunks.codes_and_statistics, x, c, spec, w, layers, i == 0
+                    )
+                    for x, c in zip(rows.xs, rows.codes)
+                ]
+                total = tree_sum(cluster, codes)
+            stats = total.result()
             rows.codes = codes
             solver.update_weights(layers, stats, self.Hs, self.client_state)
-            w = rows.cluster.broadcast(self.Hs)
-        return rows.total(_chunks.loss, spec, w)
+            w = self.w = cluster.broadcast(self.Hs)
+        # The loss of this iteration and the next one's first phase in one
+        # trip: its statistics are summed while the client reads the loss.
+        codes = [
+            cluster.submit(_chunks.loss_and_next, x, c, spec, w, phases[0])
+            for x, c in zip(rows.xs, rows.codes)
+        ]
+        self.ahead = None
+        rows.codes = codes
+        losses = cluster.gather(
+            [cluster.submit(_chunks.pick, c, "loss") for c in codes]
+        )
+        self.ahead = (codes, tree_sum(cluster, codes))
+        return _chunks.add_all(*losses)
 
     def _recover(self) -> None:
         """Recompute the codes of the chunks a lost worker held."""
@@ -134,7 +159,7 @@ class StageDriver:
         self.retries += 1
         Hs = self.known(self.Hs)
         w_all = rows.cluster.broadcast(Hs)
-        w = rows.cluster.broadcast(self.Hs)
+        w = self.w = rows.cluster.broadcast(self.Hs)
         for i, c in enumerate(rows.codes):
             if c is not None and c.status == "finished":
                 continue
