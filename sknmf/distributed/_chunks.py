@@ -155,13 +155,16 @@ def loss_and_next(x: dict, chunk: dict, spec, w, layers: list) -> dict:
 
     The codes ahead stay aside (``ahead``) until the next iteration takes
     them, so a stage that stops here keeps the codes of its last weights.
+    ``out`` holds the loss and the statistics ahead.
     """
     chunk = _committed(chunk)
     out = dict(chunk)
-    out["loss"] = loss(x, chunk, spec, w)
+    value = loss(x, chunk, spec, w)
     W, stats, s = _step(x, chunk, spec, w, layers, True)
     out["ahead"] = (W, stats)
-    out["out"] = s
+    # Both add up over chunks: one reduction brings the loss and the next
+    # iteration's statistics to the client.
+    out["out"] = {"loss": value, "stats": s}
     return out
 
 

@@ -126,7 +126,7 @@ class StageDriver:
         w = self.w
         for i, layers in enumerate(phases):
             if i == 0 and self.ahead is not None:
-                codes, total = self.ahead
+                codes, stats = self.ahead
             else:
                 codes = [
                     cluster.submit(
@@ -134,24 +134,21 @@ class StageDriver:
                     )
                     for x, c in zip(rows.xs, rows.codes)
                 ]
-                total = tree_sum(cluster, codes)
-            stats = total.result()
+                stats = tree_sum(cluster, codes).result()
             rows.codes = codes
             solver.update_weights(layers, stats, self.Hs, self.client_state)
             w = self.w = cluster.broadcast(self.Hs)
         # The loss of this iteration and the next one's first phase in one
-        # trip: its statistics are summed while the client reads the loss.
+        # trip, both summed by one reduction: one wait per iteration.
         codes = [
             cluster.submit(_chunks.loss_and_next, x, c, spec, w, phases[0])
             for x, c in zip(rows.xs, rows.codes)
         ]
         self.ahead = None
         rows.codes = codes
-        losses = cluster.gather(
-            [cluster.submit(_chunks.pick, c, "loss") for c in codes]
-        )
-        self.ahead = (codes, tree_sum(cluster, codes))
-        return _chunks.add_all(*losses)
+        both = tree_sum(cluster, codes).result()
+        self.ahead = (codes, both["stats"])
+        return both["loss"]
 
     def _recover(self) -> None:
         """Recompute the codes of the chunks a lost worker held."""
