@@ -26,15 +26,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 from skorch.callbacks import Callback
 
+from .. import distributed
 from .._torch.divergence import beta_divergence, beta_loss_to_float
 from .._torch.init import initialize_nmf
 from .._torch.nets import Stage
-from .._torch.objective import Problem, Regularization, chain, normalize_rows
+from .._torch.objective import Problem, Regularization, chain
 from .._torch.solvers import SOLVERS, auto_solver, make_solver
 from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
-from .. import distributed
 from ..distributed import is_dask_array
 from ._ranks import check_ranks
 
@@ -163,6 +163,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         The ``λ_l`` used.
     n_steps_ : int
         Number of :meth:`partial_fit` calls since the model was initialised.
+    n_worker_losses_ : int
+        Only after a fit on a Dask array: how many times a lost worker's chunks
+        had their codes recomputed (see :mod:`sknmf.distributed`).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string feature names.
@@ -276,8 +279,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Nonnegative data.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Nonnegative data. A Dask array is fitted on the cluster of the
+            current ``distributed.Client``, its row chunks staying on the
+            workers (:mod:`sknmf.distributed`).
         y : Ignored
         W : array-like or list of array-like, default=None
             With ``init="custom"``: the initial codes, one array of shape
@@ -320,7 +325,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X, W, H):
         """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
-        for name in ("_running", "_solver_state", "n_steps_"):
+        for name in ("_running", "_solver_state", "n_steps_", "n_worker_losses_"):
             self.__dict__.pop(name, None)
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape)
@@ -428,12 +433,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
 
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components_)
-            ``WL``, in the dtype of ``X``.
+            ``WL``, in the dtype of ``X``; a lazy Dask array (one task per row
+            chunk) for a Dask ``X``.
         """
         check_is_fitted(self)
         if is_dask_array(X):
