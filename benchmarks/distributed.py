@@ -4,6 +4,7 @@ Run on demand (never from the tests)::
 
     python benchmarks/distributed.py            # the sizes of issue 14 (minutes)
     python benchmarks/distributed.py --quick    # small sizes (a smoke run)
+    python -m benchmarks.distributed --only memory
 
 Three measurements, each on a ``distributed.LocalCluster`` of 2 worker
 processes with 1 thread each, X generated on the workers (a low-rank product
@@ -36,7 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this file's folder comes first on sys.path, where this
+# file's name would hide the ``distributed`` package: put the repository there.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 RANK = 10
 
