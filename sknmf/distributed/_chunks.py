@@ -136,7 +136,14 @@ def _step(x, chunk, spec, w, layers, first):
     W = list(chunk["W"])
     for l, Wl in zip(spec.layers, Ws):
         W[l] = Wl
-    return W, stats, s
+    # What travels is on the CPU: the client may have no GPU.
+    return W, stats, _cpu(s)
+
+
+def _cpu(stats):
+    if isinstance(stats, dict):
+        return {k: _cpu(v) for k, v in stats.items()}
+    return stats.cpu() if isinstance(stats, torch.Tensor) else stats
 
 
 def _committed(chunk: dict) -> dict:
@@ -260,8 +267,6 @@ def _on(w, ref: torch.Tensor) -> list:
 
 def add(a, b):
     """Sum of two statistics (nested dicts of tensors, lists or numbers)."""
-    a = a["out"] if isinstance(a, dict) and "out" in a else a
-    b = b["out"] if isinstance(b, dict) and "out" in b else b
     if a is None:
         return b
     if isinstance(a, dict):

@@ -87,7 +87,9 @@ FAN_IN = 4
 def tree_sum(cluster: Cluster, futures: list):
     """Sum of the chunks' ``out`` statistics, added ``FAN_IN`` at a time on the
     workers (a tree), so only the sum reaches the client."""
-    level = list(futures)
+    # Each chunk's statistics are taken out where the chunk lives: the
+    # reduction must never move a chunk's state (its codes, buffers, X).
+    level = [cluster.submit(_chunks.pick, f, "out") for f in futures]
     while True:
         level = [
             cluster.submit(_chunks.add_all, *level[i : i + FAN_IN])

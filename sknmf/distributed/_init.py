@@ -60,7 +60,7 @@ def sketch(x, chunk, l, Z):
     Y = matmul(T, Z.to(_ref(T).device, _ref(T).dtype))
     out = dict(chunk or {"W": []})
     out["Y"] = Y
-    out["out"] = (Y.T @ Y).double()
+    out["out"] = (Y.T @ Y).double().cpu()
     return out
 
 
@@ -68,7 +68,7 @@ def orthonormalize(x, chunk, R_inv):
     out = dict(chunk)
     Y = chunk["Y"] @ R_inv.to(chunk["Y"].device, chunk["Y"].dtype)
     out["Y"] = Y
-    out["out"] = (Y.T @ Y).double()
+    out["out"] = (Y.T @ Y).double().cpu()
     return out
 
 
@@ -78,7 +78,7 @@ def project_t(x, chunk, l):
     T = _target(x, chunk, l)
     Y = chunk["Y"]
     TtY = T.tmatmul(Y) if isinstance(T, CSRMatrix) else T.T @ Y
-    out["out"] = TtY.double()
+    out["out"] = TtY.double().cpu()
     return out
 
 
@@ -89,8 +89,8 @@ def left_vectors(x, chunk, Ub):
     out["Y"] = U
     pos, neg = U.clamp_min(0), (-U).clamp_min(0)
     out["out"] = {
-        "pos": pos.square().sum(0).double(),
-        "neg": neg.square().sum(0).double(),
+        "pos": pos.square().sum(0).double().cpu(),
+        "neg": neg.square().sum(0).double().cpu(),
     }
     return out
 
