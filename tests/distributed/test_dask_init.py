@@ -67,3 +67,25 @@ def test_no_client_uses_the_local_scheduler():
     unknown = da.from_array(X, chunks=30)[da.from_array(X[:, 0] > 0.5, chunks=30)]
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         DeepNMF(3).fit(unknown)
+
+
+def test_sparse_chunks_fit_like_in_memory():
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(3)
+    dense = rng.random((160, 20)) * (rng.random((160, 20)) < 0.3)
+    Xs = sp.csr_matrix(dense)
+    Xd = da.from_array(dense, chunks=(20, 20)).map_blocks(sp.csr_matrix)
+    W = rng.random((160, 4)) + 0.1
+    H = rng.random((4, 20)) + 0.1
+    for beta in ("frobenius", "kullback-leibler"):
+        params = dict(
+            n_components=4,
+            init="custom",
+            solver="mu",
+            beta_loss=beta,
+            max_iter=10,
+            tol=0,
+        )
+        local = DeepNMF(**params).fit(Xs, W=W, H=H)
+        dist = DeepNMF(**params).fit(Xd, W=W, H=H)
+        np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
