@@ -79,8 +79,8 @@ print(codes[:3].compute().round(3))
 # The same model in memory
 # ------------------------
 # With this small ``X`` we can also fit in memory and compare: the same
-# iterations on the same data, up to the random start (each chunk draws its
-# own part of the SVD sketch).
+# iterations on the same data, from nearly the same start (in memory, a matrix
+# this small gets an exact SVD; the Dask fit always takes a randomized one).
 X_local = X.compute()
 local = DeepNMF(rank, solver="mu", max_iter=40, random_state=0).fit(X_local)
 
