@@ -251,8 +251,6 @@ def run_stage(rows: ChunkedRows, spec, Hs: list, stage, *, known, layer_solvers)
 # --------------------------------------------------------------------- fit
 def check_array(X, est, *, reset: bool):
     """``X`` as a float Dask array chunked by rows only; its features checked."""
-    import dask.array as da
-
     if X.ndim != 2:
         raise ValueError(
             f"Expected a 2D Dask array, got {X.ndim} dimension(s); reshape it "
@@ -279,7 +277,6 @@ def check_array(X, est, *, reset: bool):
             f"X has {n_features} features, but {type(est).__name__} is expecting "
             f"{est.n_features_in_} features as input."
         )
-    del da
     return X
 
 
