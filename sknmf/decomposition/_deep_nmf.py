@@ -493,7 +493,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            A Dask array is encoded chunk by chunk on the cluster.
         y : Ignored
 
         Returns
@@ -501,6 +502,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         score : float
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.score(self, X)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         Xt = _to_tensor(X, check_device(self.device))

@@ -47,6 +47,13 @@ def transform(est, X):
     return _transform(est, X)
 
 
+def score(est, X) -> float:
+    """``est.score`` of the Dask array ``X`` (computed on the cluster)."""
+    from ._encode import score as _score
+
+    return _score(est, X)
+
+
 def inverse_transform(est, X):
     """Lazy ``X @ est.components_`` of Dask codes ``X``."""
     from ._encode import inverse_transform as _inverse
@@ -54,4 +61,4 @@ def inverse_transform(est, X):
     return _inverse(est, X)
 
 
-__all__ = ["fit", "inverse_transform", "is_dask_array", "transform"]
+__all__ = ["fit", "inverse_transform", "is_dask_array", "score", "transform"]

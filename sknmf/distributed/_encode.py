@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._torch.divergence import beta_divergence
 from .._torch.nets import Stage
-from .._torch.objective import Problem, Regularization
+from .._torch.objective import Problem, Regularization, chain
 from .._torch.stages import encode
 from . import _chunks
 
@@ -40,6 +41,15 @@ class EncodeSpec:
 
 def encode_block(block, spec: EncodeSpec) -> np.ndarray:
     """Codes ``WL`` of one chunk, in the chunk's dtype."""
+    return _encode(block, spec)[0]
+
+
+def divergence_block(block, spec: EncodeSpec) -> float:
+    """``D(X | WL HL ⋯ H1)`` of one chunk after encoding it (summable)."""
+    return _encode(block, spec)[1]
+
+
+def _encode(block, spec: EncodeSpec):
     dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
     x = _chunks.load(block, np.dtype(dtype).name, spec.device, spec.beta <= 0)
     X = x["X"]
@@ -49,7 +59,9 @@ def encode_block(block, spec: EncodeSpec) -> np.ndarray:
     problem = Problem(spec.beta, spec.loss, list(spec.weights), reg)
     stage = Stage(max_epochs=spec.max_iter, tol=spec.tol, callbacks=spec.callbacks)
     W = encode(X, Hs, problem, spec.solver, stage)[-1]
-    return W.cpu().numpy().astype(dtype, copy=False)
+    with torch.no_grad():
+        loss = float(beta_divergence(X, W, chain(Hs, 0, len(Hs)), spec.beta))
+    return W.cpu().numpy().astype(dtype, copy=False), loss
 
 
 def transform(est, X):
@@ -72,6 +84,22 @@ def transform(est, X):
         for p, n in zip(parts, X.chunks[0])
     ]
     return da.concatenate(blocks, axis=0)
+
+
+def score(est, X) -> float:
+    """``-D(X | decode(encode(X))) / n_samples`` of a Dask array, summed over
+    chunks on the cluster (computed now: a score is a number)."""
+    import dask
+    from dask import delayed
+
+    from .._utils import check_device
+    from ._fit import check_array
+
+    X = check_array(X, est, reset=False)
+    spec = delayed(EncodeSpec(est, str(check_device(est.device))), pure=True)
+    parts = X.to_delayed().ravel()
+    losses = dask.compute(*[delayed(divergence_block)(p, spec) for p in parts])
+    return -float(sum(losses)) / X.shape[0]
 
 
 def inverse_transform(est, X):

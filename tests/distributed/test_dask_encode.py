@@ -33,6 +33,7 @@ def test_transform_is_lazy_and_equals_in_memory(X, ranks):
     # tol=0: a fixed number of code updates, row-local, so chunk by chunk or
     # all at once gives the same codes.
     np.testing.assert_allclose(codes.compute(), model.transform(X), rtol=1e-9)
+    np.testing.assert_allclose(model.score(Xd), model.score(X), rtol=1e-9)
     back = model.inverse_transform(codes)
     assert isinstance(back, da.Array)
     np.testing.assert_allclose(
