@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 from skorch.callbacks import Callback
 
+from .. import distributed
 from .._torch.divergence import beta_divergence, beta_loss_to_float
 from .._torch.init import initialize_nmf
 from .._torch.nets import Stage
@@ -35,6 +36,7 @@ from .._torch.solvers import SOLVERS, auto_solver, make_solver
 from .._torch.sparse import CSRMatrix
 from .._torch.stages import encode, fine_tune, layer_terms_of, online_step, pretrain
 from .._utils import check_device, make_generator, seed_from_random_state
+from ..distributed import is_dask_array
 from ._ranks import check_ranks
 from ._validation import (
     check_codes,
@@ -171,6 +173,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         The ``λ_l`` used.
     n_steps_ : int
         Number of :meth:`partial_fit` calls since the model was initialised.
+    n_worker_losses_ : int
+        Only after a fit on a Dask array: how many times a lost worker's chunks
+        had their codes recomputed (see :mod:`sknmf.distributed`).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string feature names.
@@ -285,8 +290,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Nonnegative data.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Nonnegative data. A Dask array is fitted on the cluster of the
+            current ``distributed.Client``, its row chunks staying on the
+            workers (:mod:`sknmf.distributed`).
         y : Ignored
         W : array-like or list of array-like, default=None
             With ``init="custom"``: the initial codes, one array of shape
@@ -300,7 +307,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             The fitted estimator.
         """
         with _unchanged_on_failure(self):
-            self._fit(X, W, H)
+            if is_dask_array(X):
+                distributed.fit(self, X, W, H)
+            else:
+                self._fit(X, W, H)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -316,14 +326,19 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components_)
-            Identical to ``fit(X).transform(X)``.
+            Identical to ``fit(X).transform(X)`` (a lazy Dask array for a
+            Dask ``X``).
         """
         with _unchanged_on_failure(self):
+            if is_dask_array(X):
+                X = distributed.fit(self, X, W, H)
+                return distributed.transform(self, X)
             X, Xt = self._fit(X, W, H)
             return self._codes(self._encode_tensor(Xt, self._scale)[-1], X.dtype)
 
     def _fit(self, X, W, H):
         """Fit; returns the validated ``X`` and its tensor (for the encoding)."""
+        self.__dict__.pop("n_worker_losses_", None)
         X = self._validate_input(X, reset=True)
         ranks = self._check_ranks(X.shape, H)
         beta = self._check_beta(X)
@@ -434,14 +449,17 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
 
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components_)
-            ``WL``, in the dtype of ``X``.
+            ``WL``, in the dtype of ``X``; a lazy Dask array (one task per row
+            chunk) for a Dask ``X``.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.transform(self, X)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         scale = safe_scale(X)
@@ -481,6 +499,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         X_original : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.inverse_transform(self, X)
         X = check_codes(X, self.n_components_)
         return np.asarray(X @ self.components_.astype(X.dtype, copy=False))
 
@@ -492,7 +512,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            A Dask array is encoded chunk by chunk on the cluster.
         y : Ignored
 
         Returns
@@ -500,6 +521,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         score : float
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return distributed.score(self, X)
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         scale = safe_scale(X)

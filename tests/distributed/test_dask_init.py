@@ -1,0 +1,91 @@
+"""Initialisation of a chunked target: randomized SVD and NNDSVD, local scheduler."""
+
+import numpy as np
+import pytest
+import torch
+
+from sknmf import DeepNMF
+
+da = pytest.importorskip("dask.array")
+
+from sknmf.distributed._cluster import Cluster  # noqa: E402
+from sknmf.distributed._fit import load_rows  # noqa: E402
+from sknmf.distributed._init import randomized_left  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def test_randomized_svd_of_chunks_matches_numpy():
+    rng = np.random.default_rng(0)
+    # Exactly rank 6: the range finder recovers the leading triplets to rounding.
+    X = rng.random((300, 6)) @ rng.random((6, 40))
+    rows = load_rows(da.from_array(X, chunks=(37, 40)), Cluster(None), "cpu", False)
+    rows.codes = [None] * len(rows.xs)
+    Ub, S, Vt = randomized_left(rows, 0, 4, torch.Generator().manual_seed(0), 40)
+    _, S_ref, Vt_ref = np.linalg.svd(X, full_matrices=False)
+    np.testing.assert_allclose(S.numpy(), S_ref[:4], rtol=1e-9)
+    # Right singular vectors up to sign.
+    np.testing.assert_allclose(
+        np.abs(np.sum(Vt.numpy() * Vt_ref[:4], axis=1)), 1.0, rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar", "random"])
+def test_inits_like_in_memory(init):
+    rng = np.random.default_rng(1)
+    # Rank 4 = n_components: the randomized SVD is exact there, as the
+    # in-memory one (an eigendecomposition at this size) is.
+    X = rng.random((200, 4)) @ rng.random((4, 15))
+    params = dict(
+        n_components=4, init=init, solver="mu", random_state=0, max_iter=1, tol=0
+    )
+    dist = DeepNMF(**params).fit(da.from_array(X, chunks=(30, 15)))
+    local = DeepNMF(**params).fit(X)
+    # One iteration from the start: the NNDSVD variants start from the same
+    # SVD (to rounding); nndsvdar's and random's draws differ.
+    rtol = 1e-6 if init in ("nndsvd", "nndsvda") else 0.1
+    np.testing.assert_allclose(
+        dist.reconstruction_err_, local.reconstruction_err_, rtol=rtol
+    )
+    if init in ("nndsvd", "nndsvda"):
+        np.testing.assert_allclose(
+            dist.components_, local.components_, rtol=1e-6, atol=1e-9
+        )
+
+
+def test_no_client_uses_the_local_scheduler():
+    from sknmf.distributed._cluster import current_client
+
+    assert current_client() is None
+    X = np.random.default_rng(2).random((90, 10))
+    model = DeepNMF((5, 2), random_state=0, max_iter=10).fit(
+        da.from_array(X, chunks=30)
+    )
+    assert model.components_.shape == (2, 10)
+    with pytest.raises(ValueError, match="batch_size"):
+        DeepNMF(3, batch_size=10).fit(da.from_array(X, chunks=30))
+    unknown = da.from_array(X, chunks=30)[da.from_array(X[:, 0] > 0.5, chunks=30)]
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        DeepNMF(3).fit(unknown)
+
+
+def test_sparse_chunks_fit_like_in_memory():
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(3)
+    dense = rng.random((160, 20)) * (rng.random((160, 20)) < 0.3)
+    Xs = sp.csr_matrix(dense)
+    Xd = da.from_array(dense, chunks=(20, 20)).map_blocks(sp.csr_matrix)
+    W = rng.random((160, 4)) + 0.1
+    H = rng.random((4, 20)) + 0.1
+    for beta in ("frobenius", "kullback-leibler"):
+        params = dict(
+            n_components=4,
+            init="custom",
+            solver="mu",
+            beta_loss=beta,
+            max_iter=10,
+            tol=0,
+        )
+        local = DeepNMF(**params).fit(Xs, W=W, H=H)
+        dist = DeepNMF(**params).fit(Xd, W=W, H=H)
+        np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
