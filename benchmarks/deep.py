@@ -23,6 +23,7 @@ Usage::
     python benchmarks/deep.py                 # everything (tens of minutes)
     python benchmarks/deep.py --quick         # digits and planted data only
     python benchmarks/deep.py --out results/  # also write deep.json there
+    python benchmarks/deep.py --tables layers --data china --china-setups 2
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def convergence_rows(name, X, ranks, beta, iters):
     return rows
 
 
-def layer_rows(name, X, ranks):
+def layer_rows(name, X, ranks, n_setups=4):
     rows = []
     setups = [
         ("hals", "deep HALS", {}),
@@ -127,7 +128,7 @@ def layer_rows(name, X, ranks):
         ("mu", "deep HALS", dict(pretrain_solver="mu")),
         ("mu", "MU", dict(solver="mu")),
     ]
-    for pre, ft, params in setups:
+    for pre, ft, params in setups[:n_setups]:
         model, t, warned = fit(X, ranks, max_iter=1000, **params)
         rows.append(
             dict(
@@ -167,6 +168,24 @@ def main(argv=None):
     parser.add_argument(
         "--tables", nargs="+", default=["convergence", "layers"], help="which tables"
     )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["planted", "digits", "china"],
+        help="data sets (the convergence table has no planted data)",
+    )
+    parser.add_argument(
+        "--china-setups",
+        type=int,
+        default=4,
+        help="layer-table setups on the patches (2: HALS pretraining only)",
+    )
+    parser.add_argument(
+        "--beta",
+        nargs="+",
+        default=["frobenius", "kullback-leibler"],
+        help="divergences of the convergence table",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = {"convergence": [], "layers": []}
@@ -176,11 +195,14 @@ def main(argv=None):
             "| / one layer |\n|---|---|---|---|---|---|---|---|",
             flush=True,
         )
-        jobs = [("digits", digits(), (32, 16, 8), "frobenius")]
-        jobs.append(("digits", digits(), (32, 16, 8), "kullback-leibler"))
+        jobs = [("digits", digits, (32, 16, 8), "frobenius")]
+        jobs.append(("digits", digits, (32, 16, 8), "kullback-leibler"))
         if not args.quick:
-            jobs.append(("china 20000x192", china_patches(), (64, 32, 16), "frobenius"))
-        for name, X, ranks, beta in jobs:
+            jobs.append(("china", china_patches, (64, 32, 16), "frobenius"))
+        for name, load, ranks, beta in jobs:
+            if beta not in args.beta or name not in args.data:
+                continue
+            X = load()
             out["convergence"] += convergence_rows(name, X, ranks, beta, (200, 1000))
     if "layers" in args.tables:
         print(
@@ -188,11 +210,14 @@ def main(argv=None):
             "layer-wise errors | fine-tuned errors |\n|---|---|---|---|---|---|---|",
             flush=True,
         )
-        jobs = [("planted", planted(), (10, 4)), ("digits", digits(), (32, 16, 8))]
+        jobs = [("planted", planted, (10, 4)), ("digits", digits, (32, 16, 8))]
         if not args.quick:
-            jobs.append(("china 20000x192", china_patches(), (64, 32, 16)))
-        for name, X, ranks in jobs:
-            out["layers"] += layer_rows(name, X, ranks)
+            jobs.append(("china", china_patches, (64, 32, 16)))
+        for name, load, ranks in jobs:
+            if name not in args.data:
+                continue
+            n = args.china_setups if name == "china" else 4
+            out["layers"] += layer_rows(name, load(), ranks, n)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "deep.json").write_text(json.dumps(out, indent=1))
