@@ -93,6 +93,18 @@ def simplex_rows_sweeps(H: Tensor, C: Tensor, D: Tensor, l2: float, n_sweeps: in
     moves ``H`` by at most ``_DELTA`` times the first pass. A row whose
     diagonal ``D_tt + l2`` is zero does not enter the objective and is left
     as it is. Returns the number of passes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.solvers.deep_hals import simplex_rows_sweeps
+    >>> D = torch.eye(1, dtype=torch.float64)
+    >>> C = torch.tensor([[3.0, 1.0, 0.0]], dtype=torch.float64)
+    >>> H = torch.full((1, 3), 1 / 3, dtype=torch.float64)
+    >>> simplex_rows_sweeps(H, C, D, 0.0, 1)
+    1
+    >>> H.tolist()  # the projection of C onto the simplex
+    [[1.0, 0.0, 0.0]]
     """
     Gs, Rs = _scaled_system(D, C, 0.0, l2)
     HT = H.T
@@ -133,6 +145,25 @@ class DeepHALSSolver(Solver):
     See the module docstring for the updates. ``"hals"`` (and ``"auto"``)
     resolve to this solver for the full-batch fine-tuning of a deep Frobenius
     model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.objective import Problem
+    >>> from sknmf._torch.solvers import iterate, make_solver
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.rand(20, 6, generator=g, dtype=torch.float64)
+    >>> Ws = [torch.rand(20, k, generator=g, dtype=torch.float64) for k in (4, 2)]
+    >>> Hs = [torch.full((4, 6), 1 / 6, dtype=torch.float64),
+    ...       torch.full((2, 4), 1 / 4, dtype=torch.float64)]
+    >>> solver = make_solver("hals", Problem(2.0, "layer", [1.0, 1.0]), batched=False)
+    >>> type(solver).__name__
+    'DeepHALSSolver'
+    >>> state = solver.start(X, Ws, Hs, update_H=True)
+    >>> first, _, _ = iterate(solver, X, Ws, Hs, state)
+    >>> second, _, _ = iterate(solver, X, Ws, Hs, state)
+    >>> bool(second <= first)
+    True
     """
 
     name: ClassVar[str] = "deep_hals"
