@@ -160,7 +160,7 @@ def layer_rows(name, X, ranks, n_setups=4):
                 r["deep_hals_reaches_mu_final"] = dict(
                     epoch=int(hit[0]) + 1, seconds=float(el[hit[0]])
                 )
-                reach = f"deep HALS: epoch {hit[0] + 1}, {el[hit[0]]:.1f} s"
+                reach = f"deep HALS: epoch {hit[0] + 1}, {el[hit[0]]:.2f} s"
             else:
                 reach = "deep HALS: never"
         print(
