@@ -79,13 +79,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Initialisation of every layer during pretraining, as in scikit-learn. None
         is ``"nndsvda"`` when the rank allows it, else ``"random"``. ``"custom"``
         takes ``W`` and ``H`` from :meth:`fit`.
-    solver : {"auto", "mu", "hals", "adam"}, default="auto"
+    solver : {"auto", "mu", "hals", "deep_hals", "adam"}, default="auto"
         ``"mu"``: multiplicative updates, monotone on the full batch (with an L2
         penalty and beta < 2 the rule is scikit-learn's, which is not a strict
         majorisation, so monotonicity is then not guaranteed). ``"hals"``:
         accelerated hierarchical ALS (Gillis & Glineur 2012), Frobenius loss
-        only; it fits one-layer models and each layer's pretraining, while the
-        joint fine-tuning of deep models uses multiplicative updates.
+        only; it fits one-layer models, each layer's pretraining and the
+        layer-centric fine-tuning of deep models (block coordinate descent,
+        ``"deep_hals"``; the data-centric loss and mini-batches of deep models
+        use multiplicative updates).
         ``"adam"``: codes by multiplicative updates, weights by projected Adam
         steps. With ``batch_size`` set, ``"mu"`` and ``"hals"`` follow the
         online rule (running statistics weighted by ``forget_factor``, as
@@ -111,6 +113,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ``max_epochs`` (or ``max_iter``) in :meth:`fit` and no pretraining (the
         initialisation only) on the first :meth:`partial_fit` batch. One-layer
         models have no pretraining: setting it raises.
+    pretrain_solver : {"auto", "mu", "hals", "deep_hals", "adam"}, default=None
+        Solver of each layer's pretraining in deep models; None uses
+        ``solver``. ``"mu"`` fits each layer less exactly than HALS, which
+        leaves the joint fine-tuning room to recover a deep structure: on data
+        that is exactly low-rank, HALS pretraining fits the first layer with
+        codes the deeper layers cannot follow (their weight ``λ_l`` then
+        vanishes). Setting it where nothing is pretrained (one layer,
+        ``pretrain_max_iter=0``, or :meth:`partial_fit` without
+        ``pretrain_max_iter``) raises.
     alpha_W : float, default=0.0
         Penalty on the codes, scaled by the width of what they approximate
         (``n_features`` for the first layer), as in scikit-learn.
@@ -225,6 +236,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "pretrain_max_iter": [Interval(Integral, 0, None, closed="left"), None],
+        "pretrain_solver": [StrOptions(_SOLVERS), None],
         "alpha_W": [Interval(Real, 0, None, closed="left")],
         "alpha_H": [Interval(Real, 0, None, closed="left"), StrOptions({"same"})],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
@@ -250,6 +262,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         max_iter=200,
         tol=1e-4,
         pretrain_max_iter=None,
+        pretrain_solver=None,
         alpha_W=0.0,
         alpha_H="same",
         l1_ratio=0.0,
@@ -271,6 +284,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.pretrain_max_iter = pretrain_max_iter
+        self.pretrain_solver = pretrain_solver
         self.alpha_W = alpha_W
         self.alpha_H = alpha_H
         self.l1_ratio = l1_ratio
@@ -370,7 +384,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             ranks,
             init_layer,
             problem,
-            self.solver,
+            self._pretrain_solver(self.solver, pre, problem, batched),
             stages,
             batched=batched,
             lr=self.lr,
@@ -606,7 +620,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 ranks,
                 init_layer,
                 problem,
-                solver,
+                self._pretrain_solver(solver, pre, problem, False),
                 stages,
                 batched=False,
                 lr=self.lr,
@@ -682,6 +696,20 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         reg = Regularization(n_samples, widths, *self._alphas(), self.l1_ratio)
         reg = reg.for_scale(self._scale, beta)
         return Problem(beta, self.loss, [1.0] * len(ranks), reg)
+
+    def _pretrain_solver(self, solver, pre, problem, batched) -> str:
+        """The solver of the layers' pretraining (``pre`` its epochs)."""
+        if self.pretrain_solver is None:
+            return solver
+        if problem.n_layers == 1 or not pre:
+            raise ValueError(
+                f"pretrain_solver={self.pretrain_solver!r} sets the solver of the "
+                "layer-wise pretraining of a deep model, and this fit pretrains "
+                "nothing (one layer, pretrain_max_iter=0, or partial_fit without "
+                "pretrain_max_iter). Leave pretrain_solver=None."
+            )
+        make_solver(self.pretrain_solver, problem.layer(0), batched=batched, lr=self.lr)
+        return self.pretrain_solver
 
     def _online_solver(self, problem) -> str:
         if self.solver == "auto":

@@ -343,7 +343,8 @@ def fit(est, X, W=None, H=None):
             width = n_features if l == 0 else ranks[l - 1]
             H_l = initialize_layer(rows, l, ranks[l], width, est.init, gen, seed)
         if pre > 0:
-            solver = make_solver(est.solver, problem.layer(l), batched=False, lr=est.lr)
+            name = est._pretrain_solver(est.solver, pre, problem, False)
+            solver = make_solver(name, problem.layer(l), batched=False, lr=est.lr)
             spec = _chunks.StageSpec(solver, [l], n_samples, str(device))
             done = list(Hs)
             res = run_stage(

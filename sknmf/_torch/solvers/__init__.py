@@ -191,6 +191,7 @@ def cached_squared_norm(X, state: dict) -> float:
 
 
 from .adam import AdamSolver  # noqa: E402
+from .deep_hals import DeepHALSSolver  # noqa: E402
 from .hals import HALSSolver  # noqa: E402
 from .mu import MUSolver  # noqa: E402
 
@@ -199,6 +200,7 @@ SOLVERS: dict[str, type[Solver]] = {
     "hals": HALSSolver,
     "mu": MUSolver,
     "adam": AdamSolver,
+    "deep_hals": DeepHALSSolver,
 }
 
 
@@ -221,6 +223,7 @@ def make_solver(name: str, problem: Problem, *, batched: bool, **options) -> Sol
 __all__ = [
     "SOLVERS",
     "AdamSolver",
+    "DeepHALSSolver",
     "HALSSolver",
     "MUSolver",
     "Problem",

@@ -27,8 +27,8 @@ contiguous) and on ``H`` (each component a contiguous row). A column-major
 ``W`` (``W.T.is_contiguous()``) is updated with no copy at all.
 
 :class:`HALSSolver` puts these blocks behind the solver protocol (one layer;
-the joint fine-tuning of a deep model is handed to the multiplicative
-updates); :func:`hals_step` is one outer iteration as a plain function and
+the joint fine-tuning of a deep model is handed to :mod:`.deep_hals`);
+:func:`hals_step` is one outer iteration as a plain function and
 :func:`nnls_sweeps` the bare coordinate descent on codes for a fixed
 dictionary (the image codec's solver). This module is pure torch; it never
 imports scikit-learn. Nothing here calls
@@ -600,9 +600,9 @@ class HALSSolver(Solver):
     weights: the H block's sweeps on them (summed over blocks, or folded over
     mini-batches: Mairal et al. 2010's online rule); loss: the Gram form from
     those statistics, nearly free. A deep model's joint fine-tuning is handed to
-    :class:`~sknmf._torch.solvers.mu.MUSolver` (the coupled layer-centric
-    objective has no HALS solver here yet); each layer's pretraining is
-    one-layer HALS.
+    :class:`~sknmf._torch.solvers.deep_hals.DeepHALSSolver` (which hands
+    mini-batches and the data-centric loss on to the multiplicative updates);
+    each layer's pretraining is one-layer HALS.
     """
 
     name: ClassVar[str] = "hals"
@@ -618,9 +618,9 @@ class HALSSolver(Solver):
                 f"{problem.beta!r}. Use solver='mu' (any beta) or solver='adam'."
             )
         if problem.deep:
-            from .mu import MUSolver
+            from .deep_hals import DeepHALSSolver
 
-            return MUSolver(problem, **options)
+            return DeepHALSSolver.for_problem(problem, batched=batched, **options)
         return cls(problem, **options)
 
     def start(self, X, Ws, Hs, *, update_H):

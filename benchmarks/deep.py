@@ -1,0 +1,248 @@
+"""Deep NMF fits: time to convergence and each layer's error (issue 15).
+
+Two tables, printed as markdown and saved as JSON:
+
+1. **Convergence.** Default deep fits (``DeepNMF(ranks)``, Frobenius and KL) at
+   ``max_iter`` 200 and 1000: iterations of the fine-tuning, time of the whole
+   ``fit``, whether a ``ConvergenceWarning`` was raised; next to the previous
+   default (HALS pretraining, multiplicative fine-tuning:
+   ``solver="mu", pretrain_solver="hals"``) and a one-layer fit of width
+   ``r1`` run to convergence, the yardstick of the issue (3-layer fit at most
+   3x its time for Frobenius, 5x for KL).
+2. **Layer errors.** ``sqrt(2 D(W(l-1) | Wl Hl))`` of every layer for the
+   layer-wise (multilayer, pretrained) solution and after joint fine-tuning
+   (deep HALS, and multiplicative updates at 1000 iterations), on the planted
+   two-layer data of the test suite, the digits and sample-image patches,
+   with the fine-tuning's time, and when deep HALS reaches the final
+   (weighted) error of the multiplicative fine-tuning from the same start.
+
+Every fit runs once, one thread, in this process, methods of a data set one
+after the other: on a shared machine compare within a table, not across runs.
+
+Usage::
+
+    python benchmarks/deep.py                 # everything (tens of minutes)
+    python benchmarks/deep.py --quick         # digits and planted data only
+    python benchmarks/deep.py --out results/  # also write deep.json there
+    python benchmarks/deep.py --tables layers --data china --china-setups 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sknmf import DeepNMF
+
+
+def planted(seed=0, n=300, m=60, r1=10, r2=4):
+    """The planted data of ``tests/decomposition``: ``X = W2 H2 H1`` exactly."""
+    rng = np.random.RandomState(seed)
+    H1 = rng.rand(r1, m) ** 4
+    H2 = rng.rand(r2, r1) ** 4
+    H2 /= H2.sum(1, keepdims=True)
+    W2 = rng.rand(n, r2) ** 2 * 10
+    return W2 @ H2 @ H1
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits().data.astype(np.float64)
+
+
+def china_patches(n=20000):
+    """``n`` random 8x8x3 patches of ``china.jpg``, scaled to [0, 1]."""
+    from sklearn.datasets import load_sample_image
+    from sklearn.feature_extraction.image import extract_patches_2d
+
+    img = load_sample_image("china.jpg")
+    P = extract_patches_2d(img, (8, 8), max_patches=n, random_state=0)
+    return np.ascontiguousarray(P.reshape(n, -1).astype(np.float64) / 255.0)
+
+
+def fit(X, ranks, **params):
+    """Fit once; returns the model, its time and whether it warned."""
+    model = DeepNMF(ranks, random_state=0, **params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        model.fit(X)
+        seconds = time.perf_counter() - start
+    warned = any("iterations" in str(w.message) for w in caught)
+    return model, seconds, warned
+
+
+def convergence_rows(name, X, ranks, beta, iters):
+    rows = []
+    one, t_one, w_one = fit(X, ranks[0], beta_loss=beta, max_iter=5000)
+    rows.append(
+        dict(
+            data=name,
+            model=f"DeepNMF({ranks[0]})",
+            beta=beta,
+            solver="default",
+            max_iter=5000,
+            n_iter=one.n_iter_,
+            seconds=t_one,
+            converged=not w_one,
+        )
+    )
+    methods = [("default", {})]
+    if beta == "frobenius":
+        methods.append(("previous (mu, pretrain hals)", dict(solver="mu")))
+        methods[-1][1]["pretrain_solver"] = "hals"
+    for max_iter in iters:
+        for label, params in methods:
+            model, t, warned = fit(
+                X, ranks, beta_loss=beta, max_iter=max_iter, **params
+            )
+            rows.append(
+                dict(
+                    data=name,
+                    model=f"DeepNMF({ranks})",
+                    beta=beta,
+                    solver=label,
+                    max_iter=max_iter,
+                    n_iter=model.n_iter_,
+                    seconds=t,
+                    converged=not warned,
+                    ratio_to_one_layer=t / t_one,
+                    layer_errors=[round(e, 4) for e in model.layer_errors_],
+                )
+            )
+            print(_row(rows[-1]), flush=True)
+    return rows
+
+
+def layer_rows(name, X, ranks, n_setups=4):
+    rows = []
+    setups = [
+        ("hals", "deep HALS", {}),
+        ("hals", "MU", dict(solver="mu", pretrain_solver="hals")),
+        ("mu", "deep HALS", dict(pretrain_solver="mu")),
+        ("mu", "MU", dict(solver="mu")),
+    ]
+    histories = {}
+    for pre, ft, params in setups[:n_setups]:
+        model, t, warned = fit(X, ranks, max_iter=1000, **params)
+        error = np.asarray(model.history_[:, "error"], dtype=float)
+        elapsed = np.cumsum(np.asarray(model.history_[:, "dur"], dtype=float))
+        histories[pre, ft] = error, elapsed
+        rows.append(
+            dict(
+                data=name,
+                ranks=list(ranks),
+                pretraining=pre,
+                fine_tuning=ft,
+                n_iter=model.n_iter_,
+                seconds=t,
+                fine_tuning_seconds=float(elapsed[-1]),
+                converged=not warned,
+                pretrained=[round(e, 4) for e in model.pretrain_layer_errors_],
+                fine_tuned=[round(e, 4) for e in model.layer_errors_],
+            )
+        )
+        r = rows[-1]
+        reach = ""
+        if ft == "MU" and (pre, "deep HALS") in histories:
+            # The same pretraining gives the same layer weights, so the two
+            # fine-tunings' weighted errors compare directly.
+            err, el = histories[pre, "deep HALS"]
+            hit = np.flatnonzero(err <= error[-1])
+            if hit.size:
+                r["deep_hals_reaches_mu_final"] = dict(
+                    epoch=int(hit[0]) + 1, seconds=float(el[hit[0]])
+                )
+                reach = f"deep HALS: epoch {hit[0] + 1}, {el[hit[0]]:.2f} s"
+            else:
+                reach = "deep HALS: never"
+        print(
+            f"| {name} | {pre} | {ft} | {r['n_iter']} | {t:.1f} s | "
+            f"{elapsed[-1]:.1f} s | {r['pretrained']} | {r['fine_tuned']} | "
+            f"{reach} |",
+            flush=True,
+        )
+    return rows
+
+
+def _row(r):
+    return (
+        f"| {r['data']} | {r['model']} {r['beta']} | {r['solver']} | "
+        f"{r['max_iter']} | {r['n_iter']} | {r['seconds']:.1f} s | "
+        f"{'yes' if r['converged'] else 'no'} | "
+        f"{r.get('ratio_to_one_layer', 1.0):.1f}x |"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="digits and planted only")
+    parser.add_argument("--out", type=Path, default=None, help="folder for deep.json")
+    parser.add_argument(
+        "--tables", nargs="+", default=["convergence", "layers"], help="which tables"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["planted", "digits", "china"],
+        help="data sets (the convergence table has no planted data)",
+    )
+    parser.add_argument(
+        "--china-setups",
+        type=int,
+        default=4,
+        help="layer-table setups on the patches (2: HALS pretraining only)",
+    )
+    parser.add_argument(
+        "--beta",
+        nargs="+",
+        default=["frobenius", "kullback-leibler"],
+        help="divergences of the convergence table",
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = {"convergence": [], "layers": []}
+    if "convergence" in args.tables:
+        print(
+            "| data | model | solver | max_iter | n_iter_ | fit time | converged "
+            "| / one layer |\n|---|---|---|---|---|---|---|---|",
+            flush=True,
+        )
+        jobs = [("digits", digits, (32, 16, 8), "frobenius")]
+        jobs.append(("digits", digits, (32, 16, 8), "kullback-leibler"))
+        if not args.quick:
+            jobs.append(("china", china_patches, (64, 32, 16), "frobenius"))
+        for name, load, ranks, beta in jobs:
+            if beta not in args.beta or name not in args.data:
+                continue
+            X = load()
+            out["convergence"] += convergence_rows(name, X, ranks, beta, (200, 1000))
+    if "layers" in args.tables:
+        print(
+            "\n| data | pretraining | fine-tuning | n_iter_ | fit time | "
+            "fine-tuning time | layer-wise errors | fine-tuned errors | "
+            "MU's final error reached by |\n|---|---|---|---|---|---|---|---|---|",
+            flush=True,
+        )
+        jobs = [("planted", planted, (10, 4)), ("digits", digits, (32, 16, 8))]
+        if not args.quick:
+            jobs.append(("china", china_patches, (64, 32, 16)))
+        for name, load, ranks in jobs:
+            if name not in args.data:
+                continue
+            n = args.china_setups if name == "china" else 4
+            out["layers"] += layer_rows(name, load(), ranks, n)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "deep.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Deep HALS (``sknmf._torch.solvers.deep_hals``) against brute force and properties."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize, nnls
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+
+from sknmf import DeepNMF
+from sknmf._torch.objective import Problem, Regularization, objective
+from sknmf._torch.solvers import iterate, make_solver
+from sknmf._torch.solvers.deep_hals import (
+    DeepHALSSolver,
+    project_simplex,
+    simplex_rows_sweeps,
+)
+from sknmf._torch.solvers.hals import HALSSolver
+from sknmf._torch.solvers.mu import MUSolver
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits().data.astype(np.float64)
+
+
+def _simplex_min(f, x0):
+    """Brute force: SLSQP on the simplex, to high precision."""
+    res = minimize(
+        f,
+        x0,
+        method="SLSQP",
+        bounds=[(0.0, None)] * len(x0),
+        constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    return res.x
+
+
+def _deep_problem(X, ranks, seed=0, weights=None, alpha=0.0, l1_ratio=0.0):
+    rng = np.random.default_rng(seed)
+    n, p = X.shape
+    Ws, Hs, width = [], [], p
+    for r in ranks:
+        H = rng.random((r, width))
+        Hs.append(torch.from_numpy(H / H.sum(1, keepdims=True)))
+        Ws.append(torch.from_numpy(rng.random((n, r))))
+        width = r
+    reg = Regularization(n, [p, *ranks[:-1]], alpha, alpha, l1_ratio)
+    weights = weights or [1.0] * len(ranks)
+    return Ws, Hs, Problem(2.0, "layer", list(weights), reg)
+
+
+def _value(X, Ws, Hs, problem):
+    total, _ = objective(X, Ws, Hs, problem)
+    return float(total)
+
+
+# -- the weights' update -------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_project_simplex_is_the_euclidean_projection(seed):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=6) * 2
+    ref = _simplex_min(lambda x: 0.5 * np.sum((x - v) ** 2), np.full(6, 1 / 6))
+    got = project_simplex(torch.from_numpy(v[None, :]))[0].numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-7)
+
+
+@pytest.mark.parametrize("l2", [0.0, 3.0])
+def test_one_weight_sweep_is_exact_row_minimisation(l2):
+    # Brute force: minimise the whole objective over each row in turn, the
+    # others fixed (Gauss-Seidel done by a general-purpose solver).
+    rng = np.random.default_rng(1)
+    W, T = rng.random((30, 3)), rng.random((30, 5))
+    C, D = W.T @ T, W.T @ W
+    H0 = rng.random((3, 5))
+    H0 /= H0.sum(1, keepdims=True)
+
+    def f(H):
+        return 0.5 * np.trace(H.T @ D @ H) - np.sum(C * H) + 0.5 * l2 * np.sum(H * H)
+
+    ref = H0.copy()
+    for t in range(3):
+
+        def row(x, t=t):
+            H = ref.copy()
+            H[t] = x
+            return f(H)
+
+        ref[t] = _simplex_min(row, ref[t])
+    got = torch.from_numpy(H0.copy())
+    simplex_rows_sweeps(got, torch.from_numpy(C), torch.from_numpy(D), l2, 1)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-6)
+    assert f(got.numpy()) <= f(H0)
+
+
+def test_weight_sweeps_reach_the_constrained_minimiser():
+    rng = np.random.default_rng(2)
+    W, T = rng.random((40, 3)), rng.random((40, 4))
+    C, D = W.T @ T, W.T @ W
+    H = rng.random((3, 4))
+    H /= H.sum(1, keepdims=True)
+
+    def f(x):
+        Hx = x.reshape(3, 4)
+        return 0.5 * np.trace(Hx.T @ D @ Hx) - np.sum(C * Hx)
+
+    res = minimize(
+        f,
+        H.ravel(),
+        method="SLSQP",
+        bounds=[(0.0, None)] * 12,
+        constraints=[
+            {"type": "eq", "fun": lambda x, t=t: x.reshape(3, 4)[t].sum() - 1.0}
+            for t in range(3)
+        ],
+        options={"ftol": 1e-15, "maxiter": 2000},
+    )
+    got = torch.from_numpy(H.copy())
+    for _ in range(2000):  # one pass per call: no early stop
+        simplex_rows_sweeps(got, torch.from_numpy(C), torch.from_numpy(D), 0.0, 1)
+    assert f(got.numpy().ravel()) <= res.fun + 1e-9
+    np.testing.assert_allclose(got.numpy().ravel(), res.x, atol=1e-5)
+
+
+# -- the codes' update ---------------------------------------------------------
+@pytest.mark.slow
+def test_codes_reach_the_joint_nnls_solution(digits):
+    # With the weights fixed the layer-centric objective is a convex quadratic
+    # in (W1, W2) jointly: each row is one NNLS problem, solved by scipy.
+    X = torch.from_numpy(digits[:12] / 16.0)
+    lam = [1.0, 0.7]
+    Ws, Hs, problem = _deep_problem(X, (5, 3), weights=lam)
+    solver = make_solver("hals", problem, batched=False)
+    assert isinstance(solver, DeepHALSSolver)
+    Ws = [solver.codes_layout(W) for W in Ws]
+    state = solver.start(X, Ws, Hs, update_H=False)
+    for _ in range(3000):
+        iterate(solver, X, Ws, Hs, state, need_loss=False)
+    H1, H2 = Hs[0].numpy(), Hs[1].numpy()
+    a, b = np.sqrt(lam[0]), np.sqrt(lam[1])
+    A = np.block([[a * H1.T, np.zeros((64, 3))], [b * np.eye(5), -b * H2.T]])
+    for i in range(X.shape[0]):
+        rhs = np.concatenate([a * X[i].numpy(), np.zeros(5)])
+        ref, _ = nnls(A, rhs)
+        got = np.concatenate([Ws[0][i].numpy(), Ws[1][i].numpy()])
+        # Block coordinate descent between the layers approaches the joint
+        # minimiser linearly; the objective itself must match it closely.
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        value = np.sum((A @ got - rhs) ** 2)
+        best = np.sum((A @ ref - rhs) ** 2)
+        assert value <= best * (1 + 1e-8) + 1e-12
+
+
+# -- the iteration -------------------------------------------------------------
+@pytest.mark.parametrize("alpha,l1_ratio", [(0.0, 0.0), (1e-3, 0.5), (1e-3, 1.0)])
+def test_every_block_update_is_monotone(digits, alpha, l1_ratio):
+    X = torch.from_numpy(digits[:200])
+    Ws, Hs, problem = _deep_problem(
+        X, (12, 6, 3), weights=[1.0, 3.0, 10.0], alpha=alpha, l1_ratio=l1_ratio
+    )
+    solver = make_solver("hals", problem, batched=False)
+    Ws = [solver.codes_layout(W) for W in Ws]
+    state = solver.start(X, Ws, Hs, update_H=True)
+    before = _value(X, Ws, Hs, problem)
+    for _ in range(30):
+        state["reg"] = None
+        solver.update_codes(X, Ws, Hs, state)
+        after_codes = _value(X, Ws, Hs, problem)
+        assert after_codes <= before * (1 + 1e-12)
+        layers = list(range(3))
+        stats = solver.statistics(X, Ws, Hs, layers, state)
+        solver.update_weights(layers, stats, Hs, state)
+        after = _value(X, Ws, Hs, problem)
+        assert after <= after_codes * (1 + 1e-12)
+        # The loss from the statistics is the objective itself.
+        total, _ = solver.loss(X, Ws, Hs, stats, state)
+        np.testing.assert_allclose(float(total), after, rtol=1e-9)
+        before = after
+    for W, H in zip(Ws, Hs):
+        assert (W >= 0).all() and (H >= 0).all()
+        np.testing.assert_allclose(H.sum(1).numpy(), 1.0, rtol=1e-12)
+
+
+def test_statistics_add_up_over_row_blocks(digits):
+    X = torch.from_numpy(digits[:90])
+    Ws, Hs, problem = _deep_problem(X, (8, 4, 2))
+    solver = DeepHALSSolver(problem)
+    state = solver.start(X, Ws, Hs, update_H=True)
+    full = solver.statistics(X, Ws, Hs, [0, 1, 2], state)
+    parts = [
+        solver.statistics(X[s], [W[s] for W in Ws], Hs, [0, 1, 2], state)
+        for s in (slice(0, 25), slice(25, 60), slice(60, 90))
+    ]
+    for l, stats in full.items():
+        assert set(stats) == set(parts[0][l])
+        for name, t in stats.items():
+            assert X.shape[0] not in t.shape  # never n_samples-sized
+            total = sum(p[l][name] for p in parts)
+            np.testing.assert_allclose(total.numpy(), t.numpy(), rtol=1e-12)
+
+
+def test_which_solver_runs_which_problem():
+    deep = Problem(2.0, "layer", [1.0, 1.0])
+    assert isinstance(make_solver("auto", deep, batched=False), DeepHALSSolver)
+    assert isinstance(make_solver("hals", deep, batched=False), DeepHALSSolver)
+    assert isinstance(make_solver("deep_hals", deep, batched=False), DeepHALSSolver)
+    assert isinstance(make_solver("hals", deep, batched=True), MUSolver)
+    data = Problem(2.0, "data", [1.0, 1.0])
+    assert isinstance(make_solver("hals", data, batched=False), MUSolver)
+    shallow = Problem(2.0, "layer", [1.0])
+    assert isinstance(make_solver("deep_hals", shallow, batched=False), HALSSolver)
+    with pytest.raises(ValueError, match="Frobenius"):
+        make_solver("deep_hals", Problem(1.0, "layer", [1.0, 1.0]), batched=False)
+
+
+@pytest.mark.slow
+def test_default_deep_fit_of_digits_converges(digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = DeepNMF((32, 16, 8), max_iter=200, random_state=0).fit(digits)
+    assert model.n_iter_ < 200
+    # The joint fit trades the first layer for the deeper ones: every deeper
+    # layer is fitted better than layer-wise pretraining left it.
+    pre, post = model.pretrain_layer_errors_, model.layer_errors_
+    assert post[1] < 0.8 * pre[1] and post[2] < 0.5 * pre[2], (pre, post)
