@@ -22,6 +22,7 @@ from sknmf._torch.objective import Problem, Regularization
 from sknmf._torch.solvers import (
     SOLVERS,
     AdamSolver,
+    DeepHALSSolver,
     HALSSolver,
     MUSolver,
     auto_solver,
@@ -256,7 +257,7 @@ def test_kl_statistics_are_summable_when_a_block_has_a_zero_code(ranks):
 # -- row-local codes ---------------------------------------------------------------
 
 LOCAL_CASES = [
-    ("hals", 2.0, "layer", (5, 3)),
+    ("hals", 2.0, "data", (5, 3)),
     ("mu", 2.0, "layer", (4,)),
     ("mu", 1.0, "layer", (4,)),
     ("mu", 0.0, "layer", (4,)),
@@ -303,26 +304,33 @@ def test_update_codes_is_row_local(case, update_H):
         "_DELTA times the first sweep's (hals._sweeps), so a row gets more or "
         "fewer sweeps depending on the other rows of its block (here every "
         "block gets _n_inner = 5; with _DELTA = 0 the codes agree to 1e-15). "
-        "The sweep budget _n_inner also depends on the block's row count."
+        "The sweep budget _n_inner also depends on the block's row count. Deep "
+        "HALS sweeps its codes the same way."
     ),
 )
 @pytest.mark.parametrize("update_H", [True, False])
-def test_hals_update_codes_is_row_local(update_H):
+@pytest.mark.parametrize("name, ranks", [("hals", (5,)), ("deep_hals", (5, 3))])
+def test_hals_update_codes_is_row_local(update_H, name, ranks):
     # Rows of very different scales and difficulty (the early stop of the
     # sweeps then depends on which rows share a block).
     rng = np.random.RandomState(4)
     H = rng.rand(5, 15) ** 2
     X = rng.rand(40, 5) @ H * rng.rand(40, 1) ** 3 + 0.01 * rng.rand(40, 15)
-    X, Ws, Hs = T(X), [T(rng.rand(40, 5))], [T(H)]
-    solver = make_solver("hals", _problem(2.0), batched=False)
-    _assert_row_local(solver, X, Ws, Hs, update_H)
+    Ws, Hs = [T(rng.rand(40, 5))], [T(H)]
+    if len(ranks) > 1:
+        Ws.append(T(rng.rand(40, 3)))
+        H2 = rng.rand(3, 5)
+        Hs.append(T(H2 / H2.sum(1, keepdims=True)))
+        Hs[0] = Hs[0] / Hs[0].sum(1, keepdim=True)
+    solver = make_solver(name, _problem(2.0, ranks=ranks), batched=False)
+    _assert_row_local(solver, T(X), Ws, Hs, update_H)
 
 
 # -- the registry ------------------------------------------------------------------
 
 
 def test_registry_names():
-    assert set(SOLVERS) == {"hals", "mu", "adam"}
+    assert set(SOLVERS) == {"hals", "deep_hals", "mu", "adam"}
     for name, cls in SOLVERS.items():
         assert cls.name == name
 
@@ -335,8 +343,8 @@ def test_registry_names():
         (0.5, (5, 3), False, MUSolver),
         (2.0, (4,), True, AdamSolver),
         (1.0, (5, 3), True, AdamSolver),
-        # auto picks HALS for Frobenius, which hands a deep problem to MU.
-        (2.0, (5, 3), False, MUSolver),
+        # auto picks HALS for Frobenius, which hands a deep problem to deep HALS.
+        (2.0, (5, 3), False, DeepHALSSolver),
     ],
 )
 def test_auto_resolution(beta, ranks, batched, expected):
@@ -349,10 +357,14 @@ def test_auto_resolution(beta, ranks, batched, expected):
     )
 
 
-def test_hals_hands_a_deep_problem_to_mu():
+def test_hals_hands_deep_problems_on():
+    # Layer-centric full batch: deep HALS; data-centric or mini-batches: MU.
     problem = _problem(2.0, ranks=(5, 3))
     solver = make_solver("hals", problem, batched=False)
-    assert type(solver) is MUSolver and solver.problem is problem
+    assert type(solver) is DeepHALSSolver and solver.problem is problem
+    data = _problem(2.0, "data", ranks=(5, 3))
+    assert type(make_solver("hals", data, batched=False)) is MUSolver
+    assert type(make_solver("hals", problem, batched=True)) is MUSolver
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.0, 1.5])
