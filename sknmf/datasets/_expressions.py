@@ -376,12 +376,14 @@ def make_expression_videos(
     - ``setting="hard"``: the statistics of real posed-expression sets, where a
       recognizer must work on strangers from little data: many people with 1 to 6
       videos each (the classes of one person all differ), 4 frames (a neutral first
-      frame, then three frames at the apex), faces that differ far more from person to
-      person (``subject_variation=2.5``: the variance of the neutral frames across
-      videos is about 2.5 times the mean energy of the neutral-to-apex change) than
-      from expression to expression, and the 7 classes of ``("anger", "contempt", "disgust", "fear", "happy", "sad", "surprise")`` in
-      uneven proportions (contempt, a one-sided lift of the mouth, is the smallest
-      class and close to happy). Score it with folds split by subject
+      frame, then three consecutive frames of the held apex), faces that differ far
+      more from person to person than from expression to expression
+      (``subject_variation=2``: the variance of the neutral frames across videos is
+      about 4 times the mean energy of the neutral-to-apex change; about 2 in real
+      posed sets, which ``subject_variation=1`` matches), and 7 classes (anger,
+      contempt, disgust, fear, happy, sad, surprise) in uneven proportions (contempt,
+      a one-sided lift of the mouth close to a faint smile, is the smallest class).
+      Score it with folds split by subject
       (:class:`~sklearn.model_selection.GroupKFold` with ``groups``).
 
     ``"<expression>-offset"`` classes are the time reversals of
@@ -403,7 +405,8 @@ def make_expression_videos(
         ``"disgust"``, ``"fear"``, ``"contempt"``), optionally suffixed ``"-onset"``
         (neutral to apex; the same as no suffix) or ``"-offset"`` (apex to neutral).
         ``None`` means ``("happy", "sad", "surprise", "anger", "disgust", "fear",
-        "smile-onset", "smile-offset")`` (easy) or ``("anger", "contempt", "disgust", "fear", "happy", "sad", "surprise")`` (hard).
+        "smile-onset", "smile-offset")`` (easy) or ``("anger", "contempt",
+        "disgust", "fear", "happy", "sad", "surprise")`` (hard).
     n_subjects : int or None, default=None
         Number of distinct faces. ``None``: 12 (easy), or as many as the draws of
         ``sequences_per_subject`` need to reach ``n_sequences`` (hard).
@@ -416,7 +419,7 @@ def make_expression_videos(
         range around the same average face, and above 1 every face also gets personal
         marks (smooth light and dark blobs) of contrast proportional to
         ``subject_variation - 1``. ``0`` gives everybody the average face. ``None``:
-        1.0 (easy) or 2.5 (hard).
+        1.0 (easy) or 2.0 (hard).
     sequences_per_subject : int, (low, high) or None, default=None
         Videos per subject. ``None`` balances the classes within every subject (videos
         go round-robin over classes, then subjects); ``(low, high)`` gives each
