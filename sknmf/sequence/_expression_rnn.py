@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -37,6 +38,28 @@ from ._sequences import (
     is_sequence_list,
     pad_sequences,
 )
+
+# Multiply-adds of one gate of one recurrent step over a batch below which the net
+# runs on one torch thread: such steps take microseconds, and a second OpenMP thread
+# only adds a barrier per operation, which stalls whenever another process holds a core
+# (the default pipeline's network trained in 18-19 s with two threads on a loaded
+# 2-core machine, 2-3 s with one).
+_SINGLE_THREAD_WORK = 1 << 22
+
+
+@contextmanager
+def _threads_for(work: int, device: torch.device):
+    """Run small CPU work on one torch thread; restore the caller's setting on exit."""
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or work >= _SINGLE_THREAD_WORK or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -369,7 +392,8 @@ class ExpressionRNN(
             device=str(device),
             verbose=self.verbose,
         )
-        self.net_.fit(self._net_input(seqs), y_enc)
+        with _threads_for(self._step_work(), device):
+            self.net_.fit(self._net_input(seqs), y_enc)
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         self._n_features_out = self.net_.module_.embedding_size
@@ -461,6 +485,11 @@ array-like of shape (n_seq, n_features)
             seqs = Sequences("array", X2, np.ones(X2.shape[0], dtype=np.int64))
         return seqs, seqs.frames.dtype
 
+    def _step_work(self) -> int:
+        """Multiply-adds of one gate of one recurrent step over a batch."""
+        width = max(len(self.input_scale_), self.hidden_size)
+        return self.batch_size * self.hidden_size * (width + self.hidden_size)
+
     def _net_features(self, seqs: Sequences, *, fit: bool = False) -> Sequences:
         """The frame vectors the network reads (``inputs``, ``motion``), unscaled."""
         frames = seqs.frames.astype(np.float64)
@@ -534,7 +563,7 @@ array-like of shape (n_seq, n_features)
         lengths = torch.as_tensor(seqs.lengths)
         outputs = []
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _threads_for(self._step_work(), torch.device(device)):
                 for start in range(0, len(padded), self.batch_size):
                     stop = start + self.batch_size
                     # Trim each batch to its own longest sequence: less work, same

@@ -363,3 +363,16 @@ def test_weight_decay_and_early_stopping():
     # Stopped `patience` epochs after the best epoch, whose weights are kept.
     best = int(np.argmin(losses))
     assert stopped.n_iter_ - 1 - best == 2
+
+
+def test_small_nets_leave_the_callers_thread_setting_alone():
+    X, y = _order_task(n=20)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        clf = _small(max_epochs=1).fit(X, y)
+        assert torch.get_num_threads() == 2
+        clf.predict(X)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
