@@ -322,6 +322,14 @@ class ExpressionRNN(
                 "ExpressionRNN needs at least 2 classes to train, but y contains only "
                 f"one class: {self.classes_[0]!r}."
             )
+        if isinstance(self.class_weight, dict):
+            unseen = [k for k in self.class_weight if k not in set(self.classes_)]
+            if unseen:
+                raise ValueError(
+                    f"class_weight names labels {unseen!r} that are not in y (whose "
+                    f"classes are {self.classes_.tolist()!r}); remove them or fix "
+                    "their spelling."
+                )
         y_enc = encoder.transform(y).astype(np.int64)
         n_classes = len(self.classes_)
 

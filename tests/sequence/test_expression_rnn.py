@@ -193,6 +193,10 @@ def test_class_weight_balanced_matches_sklearn():
     np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
     clf = _small(class_weight={"common": 1.0, "rare": 3.0}, max_epochs=1).fit(X, y)
     np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), [1.0, 3.0])
+    # A label y never shows (a typo) is a clear error, not silently ignored.
+    typo = {"common": 1.0, "rare": 3.0, "raer": 2.0}
+    with pytest.raises(ValueError, match=r"class_weight names labels \['raer'\]"):
+        _small(class_weight=typo, max_epochs=1).fit(X, y)
 
 
 def test_balanced_class_weight_recovers_the_minority():
