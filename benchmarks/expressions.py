@@ -37,15 +37,17 @@ from sknmf.datasets import make_expression_videos
 from sknmf.datasets._expressions import HARD_CLASSES
 
 N_SEQUENCES = 300
+SUBJECT_VARIATION = None  # None: the hard setting's own (2.0); --subject-variation
 
 
 def hard_set(seed: int, task: str = "classes"):
     """``(X, y, groups)``: the 7 classes, or onset vs offset of the same 7."""
+    kwargs = dict(setting="hard", subject_variation=SUBJECT_VARIATION)
     if task == "classes":
-        return make_expression_videos(N_SEQUENCES, setting="hard", random_state=seed)
+        return make_expression_videos(N_SEQUENCES, random_state=seed, **kwargs)
     classes = [f"{e}-{d}" for d in ("onset", "offset") for e in HARD_CLASSES]
     X, y, groups = make_expression_videos(
-        N_SEQUENCES, setting="hard", classes=classes, random_state=seed
+        N_SEQUENCES, classes=classes, random_state=seed, **kwargs
     )
     return X, np.char.rpartition(y.astype(str), "-")[:, 2], groups
 
@@ -262,7 +264,10 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=list(RNN_VARIANTS))
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--subject-variation", type=float, default=None)
     args = parser.parse_args(argv)
+    global SUBJECT_VARIATION
+    SUBJECT_VARIATION = args.subject_variation
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     if args.section in ("main", "all"):
