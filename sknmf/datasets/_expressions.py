@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 # Apex of each expression as offsets of a few facial "action" parameters (units: half
 # the face width; eye openness and mouth width are relative changes). A frame at
@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 #   brow: raise of both brows (up > 0); brow_in: extra raise of their inner ends;
 #   eye: eye opening; curve: lift of the mouth corners; open: half height of the open
 #   mouth; width: mouth width; teeth: visible teeth; wrinkle: wrinkles on the nose;
-#   lip: upper-lip raise.
+#   lip: upper-lip raise; smirk: lift and pull of the right mouth corner alone.
 _APEX = {
     "neutral": {},
     "happy": {"eye": -0.4, "curve": 0.2, "open": 0.1, "width": 0.35, "teeth": 1.0},
@@ -29,6 +29,7 @@ _APEX = {
                 "wrinkle": 1.0, "width": 0.05},
     "fear": {"brow": 0.12, "brow_in": 0.12, "eye": 0.9, "open": 0.08, "width": 0.4,
              "curve": -0.08, "teeth": 0.3},
+    "contempt": {"smirk": 0.2, "curve": 0.03, "eye": -0.1, "width": 0.05},
 }  # fmt: skip
 
 EXPRESSIONS = tuple(_APEX)
@@ -91,31 +92,73 @@ def _segment_distance(u, v, p, q):
     return np.hypot(u - px - t * dx, v - py - t * dy)
 
 
-def _draw_subject(rng: np.random.RandomState) -> dict:
-    return {
-        "face_rx": rng.uniform(0.6, 0.74),
-        "face_ry": rng.uniform(0.8, 0.93),
-        "skin": rng.uniform(0.5, 0.85),
-        "bg": rng.uniform(0.05, 0.35),
-        "hair": rng.uniform(0.03, 0.3),
-        "hairline": rng.uniform(-0.78, -0.55),
-        "eye_y": rng.uniform(-0.21, -0.17),
-        "eye_dx": rng.uniform(0.27, 0.31),
-        "eye_rx": rng.uniform(0.11, 0.15),
-        "eye_ry": rng.uniform(0.055, 0.075),
-        "brow_gap": rng.uniform(0.11, 0.14),
-        "brow_len": rng.uniform(0.22, 0.3),
-        "brow_t": rng.uniform(0.035, 0.05),
-        "nose_len": rng.uniform(0.22, 0.32),
-        "mouth_y": rng.uniform(0.4, 0.45),
-        "mouth_w": rng.uniform(0.26, 0.34),
-        "lip_t": rng.uniform(0.035, 0.05),
-        "expressive": rng.uniform(0.85, 1.1),
-    }
+# Range of every face parameter (uniform draws at subject_variation=1) and the bounds
+# that keep a face drawable when the ranges are widened.
+_SUBJECT_RANGES = {
+    "face_rx": (0.6, 0.74, 0.45, 0.9),
+    "face_ry": (0.8, 0.93, 0.62, 1.0),
+    "skin": (0.5, 0.85, 0.25, 0.97),
+    "bg": (0.05, 0.35, 0.0, 0.6),
+    "hair": (0.03, 0.3, 0.0, 0.5),
+    "hairline": (-0.78, -0.55, -0.95, -0.42),
+    "eye_y": (-0.21, -0.17, -0.3, -0.1),
+    "eye_dx": (0.27, 0.31, 0.2, 0.38),
+    "eye_rx": (0.11, 0.15, 0.07, 0.19),
+    "eye_ry": (0.055, 0.075, 0.035, 0.1),
+    "brow_gap": (0.11, 0.14, 0.07, 0.2),
+    "brow_len": (0.22, 0.3, 0.14, 0.38),
+    "brow_t": (0.035, 0.05, 0.02, 0.07),
+    "nose_len": (0.22, 0.32, 0.14, 0.4),
+    "mouth_y": (0.4, 0.45, 0.33, 0.52),
+    "mouth_w": (0.26, 0.34, 0.18, 0.42),
+    "lip_t": (0.035, 0.05, 0.025, 0.065),
+    "expressive": (0.85, 1.1, 0.6, 1.3),
+}
 
 
-def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
-    """Frames ``(n_frames, h, w)`` of one subject at the given expression intensity."""
+def _draw_subject(rng: np.random.RandomState, variation: float = 1.0) -> dict:
+    """One face: parameters spread ``variation`` times their base range."""
+    subject = {}
+    for name, (low, high, lowest, highest) in _SUBJECT_RANGES.items():
+        value = rng.uniform(low, high)
+        if variation != 1.0:
+            centre = 0.5 * (low + high)
+            value = float(
+                np.clip(centre + variation * (value - centre), lowest, highest)
+            )
+        subject[name] = value
+    # Above the base variation, every face also gets personal marks (shadows, moles,
+    # beard stubble...): smooth blobs of either sign whose contrast grows with it.
+    n_marks = 6 if variation > 1.0 else 0
+    subject["marks"] = [
+        (
+            rng.uniform(-0.6, 0.6),
+            rng.uniform(-0.7, 0.8),
+            rng.uniform(0.06, 0.2),
+            rng.normal(0.0, 0.07 * (variation - 1.0)),
+        )
+        for _ in range(n_marks)
+    ]
+    return subject
+
+
+def _steady(per_frame: np.ndarray, held) -> np.ndarray:
+    """Per-frame draws where the ``held`` frames share one pose (20% tremor left)."""
+    if held is None or held.sum() < 2:
+        return per_frame
+    out = per_frame.copy()
+    out[held] = per_frame[held][0] + 0.2 * per_frame[held]
+    return out
+
+
+def _render(
+    subject: dict, expr: str, intensity: np.ndarray, size, noise, rng, held=None
+):
+    """Frames ``(n_frames, h, w)`` of one subject at the given expression intensity.
+
+    ``held`` (boolean, one per frame) marks consecutive frames of a held expression:
+    they share one head pose and lighting, up to a small tremor.
+    """
     h, w = size
     n = len(intensity)
     s = subject
@@ -127,9 +170,13 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     # float32 throughout: twice as fast, and the frames are stored as float32 anyway.
     # Jitter in face units (a fraction of the half-size), so any image size sees the
     # same relative motion.
-    shift = half * (rng.normal(0.0, 0.03, size=2) + rng.normal(0.0, 0.015, size=(n, 2)))
+    shift = half * (
+        rng.normal(0.0, 0.03, size=2) + _steady(rng.normal(0.0, 0.015, (n, 2)), held)
+    )
     shift = shift.astype(np.float32)
-    scale = half * (1.0 + rng.normal(0.0, 0.03) + rng.normal(0.0, 0.01, size=n))
+    scale = half * (
+        1.0 + rng.normal(0.0, 0.03) + _steady(rng.normal(0.0, 0.01, size=n), held)
+    )
     scale = scale.astype(np.float32)
     ys = np.arange(h, dtype=np.float32)[None, :, None]
     xs = np.arange(w, dtype=np.float32)[None, None, :]
@@ -147,6 +194,9 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
         (1.0 - np.hypot(u / s["face_rx"], v / s["face_ry"])) * s["face_rx"], eps
     )
     img += (s["skin"] - img) * face
+    for mu, mv, width, contrast in s.get("marks", ()):
+        blob = np.exp(-((u - mu) ** 2 + (v - mv) ** 2) / (2.0 * width * width))
+        img += (contrast * face) * blob
     hair = face * _soft(s["hairline"] - v, eps)
     img += (s["hair"] - img) * hair
 
@@ -188,7 +238,10 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     # opening (dark, with teeth along its top) that widens towards the centre.
     mw = s["mouth_w"] * np.maximum(1.0 + act("width"), 0.3)
     x = u / mw
-    centre = s["mouth_y"] - act("lip") - act("curve") * x * x
+    right = np.clip(x, 0.0, 1.2)
+    centre = (
+        s["mouth_y"] - act("lip") - act("curve") * x * x - act("smirk") * right * right
+    )
     opening = np.maximum(act("open"), 0.0) * np.maximum(1.0 - x * x, 0.0)
     across = np.abs(v - centre - 0.5 * act("lip"))
     along = _soft((1.0 - np.abs(x)) * mw, eps)
@@ -203,41 +256,135 @@ def _render(subject: dict, expr: str, intensity: np.ndarray, size, noise, rng):
     angle = rng.uniform(0.0, 2.0 * np.pi)
     gain = rng.uniform(0.0, 0.15)
     light = 1.0 + gain * (np.cos(angle) * u + np.sin(angle) * v)
-    light *= 1.0 + rng.normal(0.0, 0.02, size=(n, 1, 1)).astype(np.float32)
+    flicker = _steady(rng.normal(0.0, 0.02, size=(n, 1, 1)), held)
+    light *= 1.0 + flicker.astype(np.float32)
     img *= light * np.float32(rng.uniform(0.9, 1.05))
     img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
     return np.clip(img, 0.0, 1.0)
 
 
+HARD_CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sad", "surprise")
+"""The seven classes of the ``setting="hard"`` videos."""
+
+# Class proportions of the hard setting: those of a public posed-expression set of
+# 7 classes (18 to 83 videos per class).
+_HARD_WEIGHTS = (45, 18, 59, 25, 69, 28, 83)
+
+_SETTINGS = {
+    "easy": {
+        "n_frames": 16,
+        "n_subjects": 12,
+        "subject_variation": 1.0,
+        "sequences_per_subject": None,
+        "dynamics": "smooth",
+    },
+    "hard": {
+        "n_frames": 4,
+        "n_subjects": None,
+        "subject_variation": 2.0,
+        "sequences_per_subject": (1, 6),
+        "dynamics": "apex",
+    },
+}
+
+
+def _subject_counts(n_sequences, n_subjects, per_subject, rng) -> np.ndarray:
+    """Number of videos of each subject, each within ``per_subject = (low, high)``."""
+    low, high = per_subject
+    if n_subjects is None:
+        counts = []
+        while sum(counts) < n_sequences:
+            counts.append(int(rng.randint(low, high + 1)))
+        counts[-1] -= sum(counts) - n_sequences
+        return np.asarray(counts, dtype=np.int64)
+    if not low * n_subjects <= n_sequences <= high * n_subjects:
+        raise ValueError(
+            f"n_sequences={n_sequences} cannot be split over n_subjects={n_subjects} "
+            f"with sequences_per_subject={per_subject!r}: it must lie between "
+            f"{low * n_subjects} and {high * n_subjects}. Change one of them, or pass "
+            "n_subjects=None to draw as many subjects as needed."
+        )
+    counts = np.full(n_subjects, low, dtype=np.int64)
+    for _ in range(n_sequences - low * n_subjects):
+        counts[rng.choice(np.flatnonzero(counts < high))] += 1
+    return counts
+
+
+def _check_per_subject(per_subject):
+    if per_subject is None:
+        return None
+    if isinstance(per_subject, Integral):
+        per_subject = (per_subject, per_subject)
+    if (
+        len(per_subject) != 2
+        or not all(isinstance(c, Integral) for c in per_subject)
+        or not 1 <= per_subject[0] <= per_subject[1]
+    ):
+        raise ValueError(
+            f"sequences_per_subject={per_subject!r} must be None, a positive int, or "
+            "(low, high) with 1 <= low <= high, e.g. (1, 6)."
+        )
+    return int(per_subject[0]), int(per_subject[1])
+
+
 @validate_params(
     {
         "n_sequences": [Interval(Integral, 1, None, closed="left")],
-        "n_frames": [Interval(Integral, 2, None, closed="left")],
+        "n_frames": [Interval(Integral, 2, None, closed="left"), None],
         "image_size": [tuple, list],
         "classes": [list, tuple, None],
-        "n_subjects": [Interval(Integral, 1, None, closed="left")],
+        "n_subjects": [Interval(Integral, 1, None, closed="left"), None],
         "noise": [Interval(Real, 0, None, closed="left")],
+        "setting": [StrOptions({"easy", "hard"})],
+        "subject_variation": [Interval(Real, 0, None, closed="left"), None],
+        "sequences_per_subject": [Interval(Integral, 1, None, closed="left"), tuple,
+                                  list, None],
+        "dynamics": [StrOptions({"smooth", "apex"}), None],
+        "weights": ["array-like", None],
         "random_state": ["random_state"],
     },
     prefer_skip_nested_validation=True,
-)
+)  # fmt: skip
 def make_expression_videos(
     n_sequences: int = 240,
-    n_frames: int = 16,
+    n_frames: int | None = None,
     *,
     image_size=(48, 48),
     classes=None,
-    n_subjects: int = 12,
+    n_subjects: int | None = None,
     noise: float = 0.03,
+    setting: str = "easy",
+    subject_variation: float | None = None,
+    sequences_per_subject=None,
+    dynamics: str | None = None,
+    weights=None,
     random_state=None,
 ):
     """Synthetic grayscale videos of faces going from neutral to an expression.
 
-    Each subject has its own face (shape, skin and hair tone, hairline, placement and
+    Each subject has their own face (shape, skin and hair tone, hairline, placement and
     size of eyes, brows, nose and mouth, expressiveness). Each video shows one subject
     whose expression starts at, rises to, or fades from the apex of a basic expression
-    (happy, sad, surprise, anger, disgust, fear, a closed-mouth smile), with a random
-    start and speed, under head jitter, a lighting gradient, flicker and pixel noise.
+    (happy, sad, surprise, anger, disgust, fear, contempt, a closed-mouth smile) under
+    head jitter, a lighting gradient, flicker and pixel noise.
+
+    Two settings fix the defaults of every knob below:
+
+    - ``setting="easy"`` (the default): 12 subjects whose videos are balanced over the
+      classes, 16 frames of a smooth change with a random start and speed, faces
+      that differ moderately. Good for a first look and a gallery example.
+    - ``setting="hard"``: the statistics of real posed-expression sets, where a
+      recognizer must work on strangers from little data: many people with 1 to 6
+      videos each (the classes of one person all differ), 4 frames (a neutral first
+      frame, then three consecutive frames of the held apex), faces that differ far
+      more from person to person than from expression to expression
+      (``subject_variation=2``: the variance of the neutral frames across videos is
+      about 4 times the mean energy of the neutral-to-apex change; about 2 in real
+      posed sets, which ``subject_variation=1`` matches), and 7 classes (anger,
+      contempt, disgust, fear, happy, sad, surprise) in uneven proportions (contempt,
+      a one-sided lift of the mouth close to a faint smile, is the smallest class).
+      Score it with folds split by subject
+      (:class:`~sklearn.model_selection.GroupKFold` with ``groups``).
 
     ``"<expression>-offset"`` classes are the time reversals of
     ``"<expression>-onset"`` videos: every frame is drawn from the same distribution,
@@ -248,21 +395,47 @@ def make_expression_videos(
     ----------
     n_sequences : int, default=240
         Number of videos.
-    n_frames : int, default=16
-        Frames per video (at least 2).
+    n_frames : int or None, default=None
+        Frames per video (at least 2); ``None``: 16 (easy) or 4 (hard).
     image_size : tuple of int (height, width), default=(48, 48)
         Frame size in pixels (each at least 12).
     classes : list of str or None, default=None
-        Class names: an expression from ``("neutral", "happy", "smile", "sad",
-        "surprise", "anger", "disgust", "fear")``, optionally suffixed ``"-onset"``
+        Class names: an expression (``"neutral"``,
+        ``"happy"``, ``"smile"``, ``"sad"``, ``"surprise"``, ``"anger"``,
+        ``"disgust"``, ``"fear"``, ``"contempt"``), optionally suffixed ``"-onset"``
         (neutral to apex; the same as no suffix) or ``"-offset"`` (apex to neutral).
         ``None`` means ``("happy", "sad", "surprise", "anger", "disgust", "fear",
-        "smile-onset", "smile-offset")``.
-    n_subjects : int, default=12
-        Number of distinct faces. Classes are balanced within each subject (videos go
-        round-robin over classes, then subjects).
+        "smile-onset", "smile-offset")`` (easy) or ``("anger", "contempt",
+        "disgust", "fear", "happy", "sad", "surprise")`` (hard).
+    n_subjects : int or None, default=None
+        Number of distinct faces. ``None``: 12 (easy), or as many as the draws of
+        ``sequences_per_subject`` need to reach ``n_sequences`` (hard).
     noise : float, default=0.03
         Standard deviation of the Gaussian pixel noise (intensities lie in [0, 1]).
+    setting : {"easy", "hard"}, default="easy"
+        Where the ``None`` defaults of the other parameters come from (see above).
+    subject_variation : float >= 0 or None, default=None
+        How much faces differ: every face parameter is spread this many times its base
+        range around the same average face, and above 1 every face also gets personal
+        marks (smooth light and dark blobs) of contrast proportional to
+        ``subject_variation - 1``. ``0`` gives everybody the average face. ``None``:
+        1.0 (easy) or 2.0 (hard).
+    sequences_per_subject : int, (low, high) or None, default=None
+        Videos per subject. ``None`` balances the classes within every subject (videos
+        go round-robin over classes, then subjects); ``(low, high)`` gives each
+        subject between ``low`` and ``high`` videos (drawn uniformly, or spread over
+        ``n_subjects`` when it is set) of different classes where possible.
+        ``None`` means ``None`` (easy) or ``(1, 6)`` (hard).
+    dynamics : {"smooth", "apex"} or None, default=None
+        ``"smooth"``: the expression rises from neutral to the apex along a smooth
+        step with a random start and duration. ``"apex"``: the first frame is neutral
+        and every later frame is at the apex (the frames a posed-expression set keeps).
+        ``None``: ``"smooth"`` (easy) or ``"apex"`` (hard).
+    weights : array-like of shape (n_classes,) or None, default=None
+        Relative frequency of each class when ``sequences_per_subject`` is set
+        (ignored, with balanced classes, otherwise). ``None``: equal, except for the
+        hard setting's own classes, which get the proportions 45, 18, 59, 25, 69, 28,
+        83 of a real set.
     random_state : int, RandomState instance or None, default=None
         Seed for reproducible data.
 
@@ -282,6 +455,7 @@ def make_expression_videos(
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sknmf.datasets import make_expression_videos
     >>> X, y, groups = make_expression_videos(16, n_frames=6, random_state=0)
     >>> X.shape, X.dtype
@@ -292,6 +466,14 @@ def make_expression_videos(
     ...     4, n_frames=5, classes=["smile-onset", "smile-offset"], random_state=0)
     >>> y2.tolist()
     ['smile-offset', 'smile-onset', 'smile-onset', 'smile-offset']
+
+    The hard setting: 4 frames, many subjects with 1 to 6 videos each.
+
+    >>> X, y, groups = make_expression_videos(300, setting="hard", random_state=0)
+    >>> X.shape
+    (300, 4, 48, 48)
+    >>> bool(np.bincount(groups).min() >= 1 and np.bincount(groups).max() <= 6)
+    True
     """
     if len(image_size) != 2 or not all(
         isinstance(s, Integral) and s >= 12 for s in image_size
@@ -299,28 +481,87 @@ def make_expression_videos(
         raise ValueError(
             f"image_size={image_size!r} must be (height, width), two integers >= 12."
         )
-    parsed = _parse_classes(DEFAULT_CLASSES if classes is None else classes)
-    names = DEFAULT_CLASSES if classes is None else tuple(classes)
-    rng = check_random_state(random_state)
-    subjects = [_draw_subject(rng) for _ in range(n_subjects)]
+    preset = _SETTINGS[setting]
+    if n_frames is None:
+        n_frames = preset["n_frames"]
+    if subject_variation is None:
+        subject_variation = preset["subject_variation"]
+    if dynamics is None:
+        dynamics = preset["dynamics"]
+    if sequences_per_subject is None:
+        sequences_per_subject = preset["sequences_per_subject"]
+    per_subject = _check_per_subject(sequences_per_subject)
+    if n_subjects is None and per_subject is None:
+        n_subjects = 12
+    if classes is None:
+        classes = DEFAULT_CLASSES if setting == "easy" else HARD_CLASSES
+        if setting == "hard" and weights is None:
+            weights = _HARD_WEIGHTS
+    parsed = _parse_classes(classes)
+    names = tuple(classes)
     n_classes = len(parsed)
-    label_idx = np.arange(n_sequences) % n_classes
-    group = (np.arange(n_sequences) // n_classes) % n_subjects
-    order = rng.permutation(n_sequences)
-    label_idx, group = label_idx[order], group[order]
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        if (
+            weights.shape != (n_classes,)
+            or not np.all(np.isfinite(weights))
+            or np.any(weights < 0)
+            or weights.sum() <= 0
+        ):
+            raise ValueError(
+                f"weights must hold one nonnegative number per class ({n_classes}), "
+                f"not all zero; got {weights.tolist()!r}."
+            )
+        weights = weights / weights.sum()
+    rng = check_random_state(random_state)
+
+    if per_subject is None:
+        subjects = [_draw_subject(rng, subject_variation) for _ in range(n_subjects)]
+        label_idx = np.arange(n_sequences) % n_classes
+        group = (np.arange(n_sequences) // n_classes) % n_subjects
+        order = rng.permutation(n_sequences)
+        label_idx, group = label_idx[order], group[order]
+    else:
+        counts = _subject_counts(n_sequences, n_subjects, per_subject, rng)
+        subjects = [_draw_subject(rng, subject_variation) for _ in counts]
+        label_idx = np.empty(n_sequences, dtype=np.int64)
+        group = np.repeat(np.arange(len(counts)), counts)
+        start = 0
+        for count in counts:
+            # Different classes for one person's videos while there are enough.
+            distinct = (
+                min(int(count), int(np.count_nonzero(weights)))
+                if (weights is not None)
+                else min(int(count), n_classes)
+            )
+            picks = rng.choice(n_classes, size=distinct, replace=False, p=weights)
+            extra = rng.choice(n_classes, size=count - distinct, p=weights)
+            label_idx[start : start + count] = np.concatenate([picks, extra])
+            start += count
+        order = rng.permutation(n_sequences)
+        label_idx, group = label_idx[order], group[order]
 
     X = np.empty((n_sequences, n_frames, *image_size), dtype=np.float32)
     t = np.arange(n_frames, dtype=np.float64)
     last = n_frames - 1
     for i in range(n_sequences):
         expr, backwards = parsed[label_idx[i]]
-        start = rng.uniform(0.0, 0.3) * last
-        duration = rng.uniform(0.35, 0.6) * last
-        peak = rng.uniform(0.8, 1.0)
-        intensity = peak * _smoothstep((t - start) / duration)
+        if dynamics == "smooth":
+            start = rng.uniform(0.0, 0.3) * last
+            duration = rng.uniform(0.35, 0.6) * last
+            peak = rng.uniform(0.8, 1.0)
+            intensity = peak * _smoothstep((t - start) / duration)
+        else:
+            peak = rng.uniform(0.8, 1.0)
+            intensity = peak * rng.uniform(0.93, 1.0, size=n_frames)
+            intensity[0] = 0.0
         if backwards:
             intensity = intensity[::-1]
-        X[i] = _render(subjects[group[i]], expr, intensity, image_size, noise, rng)
+        # Apex frames are consecutive frames of one held expression: one pose.
+        held = intensity > 0 if dynamics == "apex" else None
+        X[i] = _render(
+            subjects[group[i]], expr, intensity, image_size, noise, rng, held
+        )
     y = np.asarray(names)[label_idx]
     return X, y, group.astype(np.int64)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -24,7 +25,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 from skorch import NeuralNetClassifier
-from skorch.callbacks import ProgressBar
+from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import ValidSplit
 
 from .._torch.rnn import SequenceClassifier
@@ -37,6 +38,28 @@ from ._sequences import (
     is_sequence_list,
     pad_sequences,
 )
+
+# Multiply-adds of one gate of one recurrent step over a batch below which the net
+# runs on one torch thread: such steps take microseconds, and a second OpenMP thread
+# only adds a barrier per operation, which stalls whenever another process holds a core
+# (the default pipeline's network trained in 18-19 s with two threads on a loaded
+# 2-core machine, 2-3 s with one).
+_SINGLE_THREAD_WORK = 1 << 22
+
+
+@contextmanager
+def _threads_for(work: int, device: torch.device):
+    """Run small CPU work on one torch thread; restore the caller's setting on exit."""
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or work >= _SINGLE_THREAD_WORK or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -90,9 +113,10 @@ class ExpressionRNN(
         ``n_samples / (n_classes * count)``, for skewed classes; a dict maps class
         labels to weights.
     validation_fraction : float in (0, 1) or None, default=None
-        If set, this (stratified) fraction of the training sequences is held out and
-        scored after every epoch (``valid_loss``, ``valid_acc`` in ``history_``), e.g.
-        for :class:`skorch.callbacks.EarlyStopping`. ``None`` trains on everything.
+        If set, this fraction of the training sequences (stratified when every class
+        can spare one) is held out and scored after every epoch (``valid_loss``,
+        ``valid_acc`` in ``history_``), e.g. for ``early_stopping``. ``None`` trains on
+        everything, or holds out 0.2 with ``early_stopping``.
     device : str or torch.device, default="cpu"
         ``"cpu"`` or ``"cuda"``; a clear error is raised when CUDA is not available.
     random_state : int, RandomState instance or None, default=None
@@ -102,12 +126,36 @@ class ExpressionRNN(
     verbose : int, default=0
         ``0`` is silent; ``1`` or more shows a progress bar and the per-epoch table of
         losses and accuracies.
-    scale_inputs : bool, default=True
-        Divide all input features by one scalar learned in :meth:`fit`: the standard
-        deviation of every feature value of every training frame. Frame codes come at
-        any overall scale (deep NMF codes grow with depth), and large inputs saturate
-        the recurrent gates; one scalar keeps the relative sizes of the features (a
-        per-feature standardisation would blow up rarely used NMF components).
+    scale_inputs : {"feature", "global", "none"} or bool, default="feature"
+        Standardisation of the network's inputs, learned in :meth:`fit`:
+        ``"feature"`` centres every input feature and divides it by its standard
+        deviation over the training frames (floored at a tenth of the average one, so
+        a barely used NMF component is not blown up into noise); ``"global"`` divides
+        every value by one scalar, the standard deviation of all values (the relative
+        sizes of the features are kept); ``"none"`` feeds the values as they are.
+        ``True`` and ``False`` mean ``"global"`` and ``"none"``.
+    inputs : {"change", "frames", "both"}, default="change"
+        What the network reads at each frame: ``"change"``, the frame minus the first
+        frame of its sequence (faces differ far more from person to person than from
+        expression to expression, and the first frame of an expression video shows the
+        person's neutral face); ``"frames"``, the frames as they are; ``"both"``, the
+        two side by side. With ``"change"`` a one-frame sequence reads zeros.
+    motion : bool, default=True
+        Also read, at each frame, how far the frame has moved from the first frame and
+        from the previous one (``log(1 + ||change|| / s)``, with ``s`` the average
+        norm of a training frame); after standardisation these two features weigh as
+        much as all the others together. They tell *when* the face changes (an
+        expression appearing versus fading), a non-linear cue a small network
+        otherwise misses in many noisy features.
+    weight_decay : float, default=0.0
+        L2 penalty (``weight_decay`` of the :mod:`torch.optim` optimizer; decoupled
+        for ``optimizer="adamw"``).
+    early_stopping : bool, default=False
+        Stop when the loss on a held-out part of the training sequences
+        (``validation_fraction``, 0.2 if ``None``) has not improved for
+        ``n_iter_no_change`` epochs, and keep the weights of the best epoch.
+    n_iter_no_change : int, default=10
+        Patience of ``early_stopping``, in epochs.
     callbacks : list of skorch callbacks or None, default=None
         Extra :mod:`skorch.callbacks`, passed to the skorch net (copied, so the
         instances you pass are never modified).
@@ -126,8 +174,15 @@ class ExpressionRNN(
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``train_acc`` (and ``valid_loss``,
         ``valid_acc`` with ``validation_fraction``), ``dur``.
-    input_scale_ : float
-        The factor applied to the inputs (1.0 when ``scale_inputs=False``).
+    input_mean_ : ndarray of shape (n_inputs,)
+        Subtracted from the network's input features (zeros unless
+        ``scale_inputs="feature"``).
+    input_scale_ : ndarray of shape (n_inputs,)
+        Then multiplied with them. ``n_inputs`` is ``n_features_in_`` (twice that for
+        ``inputs="both"``), plus 2 with ``motion``.
+    motion_scale_ : float
+        The average norm of a training frame, ``s`` of ``motion`` (only with
+        ``motion=True``).
     n_iter_ : int
         Number of epochs actually run (fewer than ``max_epochs`` if a callback stopped
         training early).
@@ -178,7 +233,12 @@ class ExpressionRNN(
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
-        "scale_inputs": ["boolean"],
+        "scale_inputs": [StrOptions({"feature", "global", "none"}), "boolean"],
+        "inputs": [StrOptions({"change", "frames", "both"})],
+        "motion": ["boolean"],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "callbacks": [list, None],
     }
 
@@ -199,7 +259,12 @@ class ExpressionRNN(
         device: str | torch.device = "cpu",
         random_state=None,
         verbose: int = 0,
-        scale_inputs: bool = True,
+        scale_inputs: str | bool = "feature",
+        inputs: str = "change",
+        motion: bool = True,
+        weight_decay: float = 0.0,
+        early_stopping: bool = False,
+        n_iter_no_change: int = 10,
         callbacks: list | None = None,
     ) -> None:
         self.hidden_size = hidden_size
@@ -217,6 +282,11 @@ class ExpressionRNN(
         self.random_state = random_state
         self.verbose = verbose
         self.scale_inputs = scale_inputs
+        self.inputs = inputs
+        self.motion = motion
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
         self.callbacks = callbacks
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -252,14 +322,18 @@ class ExpressionRNN(
                 "ExpressionRNN needs at least 2 classes to train, but y contains only "
                 f"one class: {self.classes_[0]!r}."
             )
+        if isinstance(self.class_weight, dict):
+            unseen = [k for k in self.class_weight if k not in set(self.classes_)]
+            if unseen:
+                raise ValueError(
+                    f"class_weight names labels {unseen!r} that are not in y (whose "
+                    f"classes are {self.classes_.tolist()!r}); remove them or fix "
+                    "their spelling."
+                )
         y_enc = encoder.transform(y).astype(np.int64)
         n_classes = len(self.classes_)
 
-        self.input_scale_ = 1.0
-        if self.scale_inputs:
-            std = float(np.std(seqs.frames, dtype=np.float64))
-            if np.isfinite(std) and std > 0:
-                self.input_scale_ = 1.0 / std
+        self._fit_input_scaling(self._net_features(seqs, fit=True))
 
         seed = seed_from_random_state(self.random_state)
         if self.class_weight is None:
@@ -276,16 +350,33 @@ class ExpressionRNN(
         # Copies: skorch initialises and mutates callbacks; the user's stay untouched.
         callbacks.extend(copy.deepcopy(list(self.callbacks or [])))
 
-        if self.validation_fraction is None:
+        fraction = self.validation_fraction
+        if fraction is None and self.early_stopping:
+            fraction = 0.2
+        if fraction is None:
             train_split = None
         else:
-            train_split = ValidSplit(
-                self.validation_fraction, stratified=True, random_state=seed
+            # Stratify where every class can give the validation part a sequence.
+            counts = np.bincount(y_enc, minlength=n_classes)
+            stratified = bool(
+                counts.min() >= 2 and round(fraction * len(y_enc)) >= n_classes
+            )
+            train_split = ValidSplit(fraction, stratified=stratified, random_state=seed)
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        load_best=True,
+                    ),
+                )
             )
 
         self.net_ = NeuralNetClassifier(
             module=SequenceClassifier,
-            module__n_features=self.n_features_in_,
+            module__n_features=len(self.input_scale_),
             module__n_classes=n_classes,
             module__hidden_size=self.hidden_size,
             module__cell=self.cell,
@@ -297,6 +388,7 @@ class ExpressionRNN(
             criterion__weight=weight,
             optimizer=_OPTIMIZERS[self.optimizer],
             lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=train_split,
@@ -308,7 +400,8 @@ class ExpressionRNN(
             device=str(device),
             verbose=self.verbose,
         )
-        self.net_.fit(self._net_input(seqs), y_enc)
+        with _threads_for(self._step_work(), device):
+            self.net_.fit(self._net_input(seqs), y_enc)
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         self._n_features_out = self.net_.module_.embedding_size
@@ -400,11 +493,69 @@ array-like of shape (n_seq, n_features)
             seqs = Sequences("array", X2, np.ones(X2.shape[0], dtype=np.int64))
         return seqs, seqs.frames.dtype
 
+    def _step_work(self) -> int:
+        """Multiply-adds of one gate of one recurrent step over a batch."""
+        width = max(len(self.input_scale_), self.hidden_size)
+        return self.batch_size * self.hidden_size * (width + self.hidden_size)
+
+    def _net_features(self, seqs: Sequences, *, fit: bool = False) -> Sequences:
+        """The frame vectors the network reads (``inputs``, ``motion``), unscaled."""
+        frames = seqs.frames.astype(np.float64)
+        starts = np.cumsum(seqs.lengths) - seqs.lengths
+        first = np.repeat(frames[starts], seqs.lengths, axis=0)
+        if self.inputs == "frames":
+            feats = frames
+        elif self.inputs == "change":
+            feats = frames - first
+        else:
+            feats = np.concatenate([frames - first, frames], axis=1)
+        if self.motion:
+            previous = np.concatenate([frames[:1], frames[:-1]], axis=0)
+            previous[starts] = frames[starts]
+            if fit:
+                norm = float(np.mean(np.linalg.norm(frames, axis=1)))
+                self.motion_scale_ = norm if np.isfinite(norm) and norm > 0 else 1.0
+            moved = np.stack(
+                [
+                    np.linalg.norm(frames - first, axis=1),
+                    np.linalg.norm(frames - previous, axis=1),
+                ],
+                axis=1,
+            )
+            feats = np.concatenate([feats, np.log1p(moved / self.motion_scale_)], 1)
+        return Sequences(seqs.kind, feats, seqs.lengths)
+
+    def _fit_input_scaling(self, feats: Sequences) -> None:
+        """Learn ``input_mean_`` and ``input_scale_`` from the training features."""
+        values = feats.frames.astype(np.float64)
+        n_inputs = values.shape[1]
+        mode = self.scale_inputs
+        if mode is True:
+            mode = "global"
+        elif mode is False:
+            mode = "none"
+        self.input_mean_ = np.zeros(n_inputs)
+        self.input_scale_ = np.ones(n_inputs)
+        if mode == "global":
+            std = float(np.std(values))
+            if np.isfinite(std) and std > 0:
+                self.input_scale_[:] = 1.0 / std
+        elif mode == "feature":
+            self.input_mean_ = values.mean(axis=0)
+            std = values.std(axis=0)
+            # A floor keeps barely used features (e.g. a rarely active NMF part, or
+            # the always-zero first frame of a change) from being blown up.
+            floor = 0.1 * float(np.sqrt(np.mean(std**2)))
+            std = np.maximum(std, floor if floor > 0 else 1.0)
+            self.input_scale_ = 1.0 / std
+            if self.motion:
+                # The two motion features weigh as much as all the others together.
+                self.input_scale_[-2:] *= np.sqrt(max(n_inputs - 2, 2) / 2.0)
+
     def _padded(self, seqs: Sequences) -> np.ndarray:
-        padded = pad_sequences(seqs, np.float32)
-        if self.input_scale_ != 1.0:
-            padded *= np.float32(self.input_scale_)
-        return padded
+        feats = self._net_features(seqs)
+        scaled = (feats.frames - self.input_mean_) * self.input_scale_
+        return pad_sequences(Sequences(feats.kind, scaled, feats.lengths), np.float32)
 
     def _net_input(self, seqs: Sequences) -> dict:
         # skorch passes dict entries to the module's forward as keyword arguments.
@@ -420,7 +571,7 @@ array-like of shape (n_seq, n_features)
         lengths = torch.as_tensor(seqs.lengths)
         outputs = []
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _threads_for(self._step_work(), torch.device(device)):
                 for start in range(0, len(padded), self.batch_size):
                     stop = start + self.batch_size
                     # Trim each batch to its own longest sequence: less work, same

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from sknmf.datasets import load_expression_folder, make_expression_videos
-from sknmf.datasets._expressions import DEFAULT_CLASSES
+from sknmf.datasets._expressions import DEFAULT_CLASSES, HARD_CLASSES
 
 
 def test_shapes_range_and_determinism():
@@ -164,3 +164,135 @@ def test_loader_frames_of_different_sizes(tmp_path):
         load_expression_folder(tmp_path)
     X, _, _ = load_expression_folder(tmp_path, image_size=(6, 5))
     assert X.shape == (1, 2, 6, 5)
+
+
+# the hard setting ---------------------------------------------------------------------
+
+
+def _energy(a):
+    return (a.astype(np.float64) ** 2).reshape(len(a), -1).sum(axis=1).mean()
+
+
+def test_hard_setting_has_few_videos_per_person_of_different_classes():
+    X, y, groups = make_expression_videos(
+        300, setting="hard", image_size=(16, 16), random_state=0
+    )
+    assert X.shape == (300, 4, 16, 16) and X.min() >= 0 and X.max() <= 1
+    counts = np.bincount(groups)
+    assert counts.min() >= 1 and counts.max() <= 6 and len(counts) > 50
+    for person in np.unique(groups):
+        labels = y[groups == person]
+        assert len(set(labels.tolist())) == len(labels)
+    assert set(y.tolist()) == set(HARD_CLASSES)
+    # Uneven classes: contempt is the rarest, as in the real set.
+    names, freq = np.unique(y, return_counts=True)
+    assert names[np.argmin(freq)] == "contempt"
+
+
+def test_hard_videos_start_neutral_and_hold_the_apex():
+    X, y, _ = make_expression_videos(
+        200, setting="hard", image_size=(24, 24), noise=0.0, random_state=0
+    )
+    onset = _energy(X[:, 1] - X[:, 0])
+    held = _energy(X[:, 2] - X[:, 1])
+    # Consecutive apex frames share a pose: they differ far less than neutral vs apex.
+    assert held < 0.1 * onset
+    X_off, _, _ = make_expression_videos(
+        200,
+        setting="hard",
+        classes=["surprise-offset"],
+        image_size=(24, 24),
+        noise=0.0,
+        random_state=0,
+    )
+    assert _energy(X_off[:, 1] - X_off[:, 0]) < 0.1 * _energy(X_off[:, 3] - X_off[:, 2])
+
+
+@pytest.mark.parametrize("variation, low, high", [(1.0, 1.0, 3.0), (2.0, 3.0, 6.0)])
+def test_person_variance_dominates_the_expression_change(variation, low, high):
+    # Variance of the neutral first frames across videos over the mean energy of the
+    # neutral-to-apex change: about 2 in real posed sets, 4 in the hard default.
+    X, _, _ = make_expression_videos(
+        300,
+        setting="hard",
+        subject_variation=variation,
+        image_size=(24, 24),
+        random_state=0,
+    )
+    F = X.reshape(len(X), X.shape[1], -1).astype(np.float64)
+    ratio = F[:, 0].var(axis=0).sum() / _energy(X[:, -1] - X[:, 0])
+    assert low <= ratio <= high
+
+
+def test_subject_variation_zero_gives_everybody_the_same_face():
+    X, _, groups = make_expression_videos(
+        40,
+        n_frames=2,
+        classes=["neutral"],
+        subject_variation=0.0,
+        n_subjects=4,
+        noise=0.0,
+        random_state=0,
+    )
+    a, b = X[groups == 0, 0].mean(0), X[groups == 1, 0].mean(0)
+    X2, _, g2 = make_expression_videos(
+        40, n_frames=2, classes=["neutral"], n_subjects=4, noise=0.0, random_state=0
+    )
+    spread = np.abs(X2[g2 == 0, 0].mean(0) - X2[g2 == 1, 0].mean(0)).mean()
+    assert np.abs(a - b).mean() < 0.5 * spread
+
+
+def test_contempt_lifts_one_mouth_corner_only():
+    X, y, _ = make_expression_videos(
+        60,
+        setting="hard",
+        classes=["contempt", "happy"],
+        image_size=(32, 32),
+        noise=0.0,
+        random_state=0,
+    )
+    change = np.abs(X[:, -1] - X[:, 0])[:, 20:30]  # the mouth rows
+    left, right = change[..., :16].sum(axis=(1, 2)), change[..., 16:].sum(axis=(1, 2))
+    # Seeds 0-2: right/left 1.33-1.47 for contempt, 0.92-1.12 for happy (both also
+    # move the eyes and shift the head a little, symmetrically).
+    ratio = np.mean(right[y == "contempt"]) / np.mean(left[y == "contempt"])
+    ratio_happy = np.mean(right[y == "happy"]) / np.mean(left[y == "happy"])
+    assert ratio > 1.2 and 0.8 < ratio_happy < 1.2
+
+
+def test_sequences_per_subject_and_weights():
+    _, y, groups = make_expression_videos(
+        60,
+        n_frames=2,
+        image_size=(12, 12),
+        classes=["happy", "sad", "fear"],
+        n_subjects=20,
+        sequences_per_subject=(2, 4),
+        weights=[1, 0, 1],
+        random_state=0,
+    )
+    counts = np.bincount(groups, minlength=20)
+    assert len(counts) == 20 and counts.min() >= 2 and counts.max() <= 4
+    assert counts.sum() == 60 and "sad" not in set(y.tolist())
+    _, _, groups = make_expression_videos(
+        30, n_frames=2, image_size=(12, 12), sequences_per_subject=3, random_state=0
+    )
+    assert np.all(np.bincount(groups) == 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_subjects=2, sequences_per_subject=(1, 2)), "cannot be split"),
+        (dict(sequences_per_subject=(3, 1)), "sequences_per_subject"),
+        (dict(sequences_per_subject=(0, 2)), "sequences_per_subject"),
+        (dict(setting="medium"), "setting"),
+        (dict(classes=["happy", "sad"], weights=[1.0]), "one nonnegative number"),
+        (dict(classes=["happy", "sad"], weights=[-1.0, 2.0]), "nonnegative"),
+        (dict(dynamics="jump"), "dynamics"),
+        (dict(subject_variation=-1.0), "subject_variation"),
+    ],
+)
+def test_bad_hard_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_expression_videos(8, **kwargs)

@@ -28,7 +28,25 @@ def _small(**kwargs):
     return ExpressionRNN(**params)
 
 
-@parametrize_with_checks([ExpressionRNN(hidden_size=16, max_epochs=20, random_state=0)])
+def _expected_failed_checks(estimator):
+    if estimator.inputs == "change":
+        return {
+            "check_classifiers_train": "scikit-learn's checks pass one-frame "
+            "sequences (2-D X), whose change from their first frame is all zeros: "
+            "nothing to learn; the inputs='frames' instance passes this check"
+        }
+    return {}
+
+
+@parametrize_with_checks(
+    [
+        ExpressionRNN(hidden_size=16, max_epochs=20, random_state=0),
+        ExpressionRNN(
+            hidden_size=16, max_epochs=20, inputs="frames", motion=False, random_state=0
+        ),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -175,6 +193,10 @@ def test_class_weight_balanced_matches_sklearn():
     np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
     clf = _small(class_weight={"common": 1.0, "rare": 3.0}, max_epochs=1).fit(X, y)
     np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), [1.0, 3.0])
+    # A label y never shows (a typo) is a clear error, not silently ignored.
+    typo = {"common": 1.0, "rare": 3.0, "raer": 2.0}
+    with pytest.raises(ValueError, match=r"class_weight names labels \['raer'\]"):
+        _small(class_weight=typo, max_epochs=1).fit(X, y)
 
 
 def test_balanced_class_weight_recovers_the_minority():
@@ -274,3 +296,87 @@ def test_shapes_and_dtypes_property(n_seq, lengths, n_features, dtype):
     emb = clf.transform(X)
     assert emb.shape == (n_seq, 4) and emb.dtype == dtype
     assert clf.n_features_in_ == n_features
+
+
+# inputs relative to the first frame, standardisation, regularisation ------------------
+
+
+def _jump_task(n=160, n_features=8, seed=0):
+    """A jump in a random direction appears after frame 0 (onset) or frame 2 (offset).
+
+    Each sequence starts from its own random level (a "person"), much larger than the
+    jump; only when the jump happens tells the classes apart.
+    """
+    rng = np.random.RandomState(seed)
+    person = 5.0 * rng.rand(n, 1, n_features)
+    jump = rng.normal(size=(n, 1, n_features))
+    onset = rng.rand(n) < 0.5
+    steps = np.where(onset[:, None], [0, 1, 1, 1], [0, 0, 0, 1])[:, :, None]
+    noise = 0.05 * rng.normal(size=(n, 4, n_features))
+    X = person + steps * jump + noise
+    return X, np.where(onset, "onset", "offset")
+
+
+def test_change_inputs_ignore_each_sequence_own_offset(fitted):
+    # inputs="change" (with motion) reads differences only: adding a constant
+    # vector to every frame of a sequence leaves its prediction unchanged.
+    clf, X, _ = fitted
+    shifted = X + np.random.RandomState(3).normal(size=(len(X), 1, X.shape[2]))
+    np.testing.assert_allclose(
+        clf.predict_proba(shifted), clf.predict_proba(X), atol=1e-5
+    )
+    frames = _small(inputs="frames").fit(*_order_task())
+    assert not np.allclose(frames.predict_proba(shifted), frames.predict_proba(X))
+
+
+def test_motion_features_find_when_the_jump_happens():
+    X, y = _jump_task()
+    X_test, y_test = _jump_task(seed=1)
+    # Seeds 0-2 of the model: 1.0 with the defaults, 0.97 without motion, and
+    # 0.52-0.55 with inputs="frames", motion=False (the per-sequence levels hide it).
+    clf = ExpressionRNN(hidden_size=16, max_epochs=30, random_state=0).fit(X, y)
+    assert clf.score(X_test, y_test) >= 0.9
+
+
+def test_feature_standardisation_matches_the_change_statistics():
+    X, y = _order_task(n=40)
+    clf = _small(max_epochs=1, motion=False).fit(X, y)
+    change = (X - X[:, :1]).reshape(-1, X.shape[2])
+    std = change.std(axis=0)
+    std = np.maximum(std, 0.1 * np.sqrt(np.mean(std**2)))
+    np.testing.assert_allclose(clf.input_mean_, change.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(clf.input_scale_, 1.0 / std, rtol=1e-10)
+    # The legacy boolean: True is one global scalar, False no scaling.
+    glob = _small(max_epochs=1, inputs="frames", motion=False, scale_inputs=True)
+    glob.fit(X, y)
+    np.testing.assert_allclose(glob.input_scale_, 1.0 / X.std())
+    none = _small(max_epochs=1, scale_inputs=False).fit(X, y)
+    assert np.all(none.input_scale_ == 1.0) and np.all(none.input_mean_ == 0.0)
+    both = _small(max_epochs=1, inputs="both").fit(X, y)
+    assert both.input_scale_.shape == (2 * X.shape[2] + 2,)
+
+
+def test_weight_decay_and_early_stopping():
+    X, y = _order_task(n=80)
+    clf = _small(weight_decay=0.01, optimizer="adamw", max_epochs=2).fit(X, y)
+    assert clf.net_.optimizer_.param_groups[0]["weight_decay"] == 0.01
+    stopped = _small(early_stopping=True, n_iter_no_change=2, max_epochs=200)
+    stopped.fit(X, y)
+    losses = stopped.history_[:, "valid_loss"]
+    assert stopped.n_iter_ < 200 and len(losses) == stopped.n_iter_
+    # Stopped `patience` epochs after the best epoch, whose weights are kept.
+    best = int(np.argmin(losses))
+    assert stopped.n_iter_ - 1 - best == 2
+
+
+def test_small_nets_leave_the_callers_thread_setting_alone():
+    X, y = _order_task(n=20)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        clf = _small(max_epochs=1).fit(X, y)
+        assert torch.get_num_threads() == 2
+        clf.predict(X)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
