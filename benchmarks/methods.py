@@ -634,11 +634,13 @@ def deep_epoch_cost(X, k, dtype=np.float32, n_iter=20, solver="auto"):
     ranks = {"one_layer": k, "three_layers": (k, max(1, k // 2), max(1, k // 4))}
     Xp = np.ascontiguousarray(X, dtype=dtype) if not sp.issparse(X) else X
     for name, nc in ranks.items():
+        # One layer has no pretraining (DeepNMF raises on pretrain_max_iter).
+        pre = None if isinstance(nc, int) else 5
         est = DeepNMF(
             nc,
             solver=solver,
             max_iter=n_iter,
-            pretrain_max_iter=5,
+            pretrain_max_iter=pre,
             tol=0.0,
             random_state=0,
         )

@@ -138,3 +138,10 @@ def test_torchnmf_adapter_runs_multiplicative_updates_from_the_shared_start():
     Xs = method.prepare(sp.csr_matrix(ds.X))
     Ws, Hs = method.fit(Xs, 4, 60)
     assert bmethods.frobenius_error(Xs, Ws, Hs) == pytest.approx(ours, rel=1e-3)
+
+
+def test_deep_epoch_cost_runs():
+    # The suite reports a failed measurement and goes on: this catches it here.
+    X = np.random.RandomState(0).rand(60, 12)
+    out = bmethods.deep_epoch_cost(X, 4, n_iter=3)
+    assert out["one_layer"] > 0 and out["three_layers"] > 0
