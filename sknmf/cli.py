@@ -197,9 +197,23 @@ def _add_compress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+def _check_distinct(source: str, target: str) -> None:
+    """Refuse to write over the file being read (it would be destroyed)."""
+    try:
+        same = os.path.samefile(source, target)
+    except OSError:  # the target does not exist yet (or the source cannot be read)
+        same = os.path.abspath(source) == os.path.abspath(target)
+    if same:
+        raise CLIError(
+            f"{target}: is the input file; choose another output path (writing it "
+            "would destroy the input)"
+        )
+
+
 def _run_compress(args: argparse.Namespace) -> int:
     from sknmf.image import bits_per_pixel, save
 
+    _check_distinct(args.input, args.output)
     image = _read_image(args.input)
     start = time.perf_counter()
     try:
@@ -235,6 +249,7 @@ def _add_decompress_arguments(p: argparse.ArgumentParser) -> None:
 def _run_decompress(args: argparse.Namespace) -> int:
     from sknmf.image import decompress
 
+    _check_distinct(args.input, args.output)
     data = _read_bytes(args.input)
     try:
         image = decompress(data)

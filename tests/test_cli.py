@@ -243,3 +243,17 @@ def test_bad_options_exit_2(args, fragment, capsys):
     res = run_main(capsys, *args)
     assert res.returncode == 2
     assert fragment in res.stderr
+
+
+def test_output_over_the_input_is_refused(tiny_png, tmp_path, capsys):
+    before = tiny_png.read_bytes()
+    res = run_main(capsys, "compress", tiny_png, tiny_png)
+    _one_line_error(res, 1, "is the input file")
+    assert tiny_png.read_bytes() == before
+    packed = tmp_path / "a.sknmf"
+    assert run_main(capsys, "compress", tiny_png, packed).returncode == 0
+    data = packed.read_bytes()
+    # The same file by another spelling of its path.
+    other = tmp_path / "." / "a.sknmf"
+    _one_line_error(run_main(capsys, "decompress", packed, other), 1, "input file")
+    assert packed.read_bytes() == data

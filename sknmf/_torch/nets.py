@@ -114,7 +114,7 @@ class ToleranceStopping(Callback):
         self.previous_ = error
 
 
-class _InterruptWatch:
+class InterruptWatch:
     """Tells a user's Ctrl-C from a callback's request to stop.
 
     skorch's callbacks (e.g. ``EarlyStopping``) stop training by raising
@@ -247,7 +247,7 @@ class FactorizationNet(NeuralNet):
         if not self.initialized_:
             self.initialize()
         self.notify("on_train_begin", X=X, y=y)
-        with _InterruptWatch() as watch:
+        with InterruptWatch() as watch:
             try:
                 self.fit_loop(X, y, **fit_params)
             except Converged:

@@ -28,6 +28,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import ValidSplit
 
+from .._torch.nets import InterruptWatch
 from .._torch.rnn import SequenceClassifier
 from .._torch.rnn_net import BatchAccuracy
 from .._utils import check_device, make_generator, seed_from_random_state
@@ -400,8 +401,15 @@ class ExpressionRNN(
             device=str(device),
             verbose=self.verbose,
         )
-        with _threads_for(self._step_work(), device):
+        with _threads_for(self._step_work(), device), InterruptWatch() as watch:
             self.net_.fit(self._net_input(seqs), y_enc)
+        if watch.signalled:
+            # skorch ends training on any KeyboardInterrupt, a user's Ctrl-C
+            # included: that one must stop the program, not return a model.
+            raise KeyboardInterrupt
+        # Inference never switches modes again: concurrent predictions cannot
+        # race on module.train()/eval() (dropout left on in another thread).
+        self.net_.module_.eval()
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         self._n_features_out = self.net_.module_.embedding_size
@@ -565,22 +573,20 @@ array-like of shape (n_seq, n_features)
         """Logits or embeddings, batch by batch, on CPU."""
         module = self.net_.module_
         device = self.net_.device
-        was_training = module.training
-        module.eval()
+        if module.training:
+            # Only after a user trained net_ further: fit leaves it in eval mode.
+            module.eval()
         padded = self._padded(seqs)
         lengths = torch.as_tensor(seqs.lengths)
         outputs = []
-        try:
-            with torch.no_grad(), _threads_for(self._step_work(), torch.device(device)):
-                for start in range(0, len(padded), self.batch_size):
-                    stop = start + self.batch_size
-                    # Trim each batch to its own longest sequence: less work, same
-                    # result (packing ignores padding anyway).
-                    max_len = int(lengths[start:stop].max())
-                    xb = torch.from_numpy(padded[start:stop, :max_len]).to(device)
-                    lb = lengths[start:stop]
-                    out = module.embed(xb, lb) if embed else module(xb, lb)
-                    outputs.append(out.cpu())
-        finally:
-            module.train(was_training)
+        with torch.no_grad(), _threads_for(self._step_work(), torch.device(device)):
+            for start in range(0, len(padded), self.batch_size):
+                stop = start + self.batch_size
+                # Trim each batch to its own longest sequence: less work, same
+                # result (packing ignores padding anyway).
+                max_len = int(lengths[start:stop].max())
+                xb = torch.from_numpy(padded[start:stop, :max_len]).to(device)
+                lb = lengths[start:stop]
+                out = module.embed(xb, lb) if embed else module(xb, lb)
+                outputs.append(out.cpu())
         return torch.cat(outputs, dim=0)

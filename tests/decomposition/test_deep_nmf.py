@@ -753,3 +753,20 @@ def test_deep_float32_tiny_example_does_not_overflow():
     X = np.array([[1, 0], [0, 0.4353224]], np.float32)
     W = DeepNMF((2, 2, 2), max_iter=5).fit_transform(X)
     assert np.isfinite(W).all()
+
+
+def test_ctrl_c_stops_the_program_and_leaves_the_model(digits):
+    import signal
+
+    from skorch.callbacks import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 3:
+                signal.raise_signal(signal.SIGINT)
+
+    model = DeepNMF(4, max_iter=5, random_state=0).fit(digits[:60])
+    before = model.components_.copy()
+    with pytest.raises(KeyboardInterrupt):
+        model.set_params(callbacks=[Interrupt()], max_iter=50).fit(digits[:80])
+    np.testing.assert_array_equal(model.components_, before)

@@ -380,3 +380,42 @@ def test_small_nets_leave_the_callers_thread_setting_alone():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def _sigint_at_epoch(epoch):
+    import signal
+
+    from skorch.callbacks import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == epoch:
+                signal.raise_signal(signal.SIGINT)
+
+    return Interrupt()
+
+
+def test_ctrl_c_stops_the_program_not_just_training():
+    # skorch turns every KeyboardInterrupt into "stop training"; a user's Ctrl-C
+    # must still reach the program.
+    X, y = _order_task(n=20)
+    with pytest.raises(KeyboardInterrupt):
+        _small(max_epochs=50, callbacks=[_sigint_at_epoch(2)]).fit(X, y)
+    # A callback's own stop (skorch's convention) is not an interrupt.
+    model = _small(
+        max_epochs=50,
+        callbacks=[EarlyStopping(monitor="train_loss", patience=1, threshold=10.0)],
+    ).fit(X, y)
+    assert model.n_iter_ < 50
+
+
+def test_concurrent_predictions_agree_with_sequential_ones(fitted):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, X, _ = fitted
+    expected = model.predict_proba(X)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: model.predict_proba(X), range(40)))
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+    assert not model.net_.module_.training
