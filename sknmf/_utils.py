@@ -7,6 +7,7 @@ estimator), so every facade validates ``device`` and ``random_state`` the same w
 from __future__ import annotations
 
 import numbers
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -108,3 +109,43 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen
+
+
+@contextmanager
+def threads_for(work: int, threshold: int, device: torch.device | str = "cpu"):
+    """Run CPU work below ``threshold`` on one torch thread; restore on exit.
+
+    On a busy machine a parallel region stalls at every barrier when another
+    process holds a core (DESIGN.md §7: a small fit ran 37x slower on two
+    threads under load); small work gains nothing from a second thread anyway.
+    The caller's setting is restored, whatever happens inside.
+
+    Parameters
+    ----------
+    work : int
+        Size of the work (e.g. multiply-adds of the main product).
+    threshold : int
+        Work from which all of torch's threads are kept.
+    device : torch.device or str, default="cpu"
+        Only CPU work is concerned.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._utils import threads_for
+    >>> before = torch.get_num_threads()
+    >>> with threads_for(10, threshold=1000):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    previous = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or work >= threshold or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

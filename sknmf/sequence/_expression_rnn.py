@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -31,7 +30,12 @@ from skorch.dataset import ValidSplit
 from .._torch.nets import InterruptWatch
 from .._torch.rnn import SequenceClassifier
 from .._torch.rnn_net import BatchAccuracy
-from .._utils import check_device, make_generator, seed_from_random_state
+from .._utils import (
+    check_device,
+    make_generator,
+    seed_from_random_state,
+    threads_for,
+)
 from ._sequences import (
     Sequences,
     array_ndim,
@@ -48,18 +52,8 @@ from ._sequences import (
 _SINGLE_THREAD_WORK = 1 << 22
 
 
-@contextmanager
 def _threads_for(work: int, device: torch.device):
-    """Run small CPU work on one torch thread; restore the caller's setting on exit."""
-    previous = torch.get_num_threads()
-    if device.type != "cpu" or work >= _SINGLE_THREAD_WORK or previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return threads_for(work, _SINGLE_THREAD_WORK, device)
 
 
 _OPTIMIZERS = {

@@ -770,3 +770,22 @@ def test_ctrl_c_stops_the_program_and_leaves_the_model(digits):
     with pytest.raises(KeyboardInterrupt):
         model.set_params(callbacks=[Interrupt()], max_iter=50).fit(digits[:80])
     np.testing.assert_array_equal(model.components_, before)
+
+
+def test_small_problems_run_on_one_thread_and_restore_the_setting(digits):
+    from skorch.callbacks import Callback
+
+    seen = []
+
+    class Threads(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        DeepNMF(4, max_iter=3, tol=0, callbacks=[Threads()]).fit(digits[:50])
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
