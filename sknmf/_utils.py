@@ -7,6 +7,7 @@ estimator), so every facade validates ``device`` and ``random_state`` the same w
 from __future__ import annotations
 
 import numbers
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -149,3 +150,25 @@ def threads_for(work: int, threshold: int, device: torch.device | str = "cpu"):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def warn_unused_factors(W, H, stacklevel: int = 3) -> None:
+    """scikit-learn's warning for ``W``/``H`` passed with an init that ignores them.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sknmf._utils import warn_unused_factors
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_unused_factors(None, [[1.0]])
+    >>> caught[0].category.__name__
+    'RuntimeWarning'
+    """
+    if W is not None or H is not None:
+        warnings.warn(
+            "When init!='custom', provided W or H are ignored. Set "
+            "init='custom' to use them as initialization.",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )

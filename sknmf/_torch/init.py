@@ -101,6 +101,29 @@ def _xt(X, Q):
     return X.tmatmul(Q) if isinstance(X, CSRMatrix) else X.T @ Q
 
 
+def resolve_init(init: str | None, n_components: int, n: int, m: int) -> str:
+    """The init to run: None picks ``"nndsvda"`` when the rank allows, else
+    ``"random"``; an SVD-based init above ``min(n, m)`` is an error.
+
+    Examples
+    --------
+    >>> from sknmf._torch.init import resolve_init
+    >>> resolve_init(None, 3, 10, 5), resolve_init(None, 8, 10, 5)
+    ('nndsvda', 'random')
+    """
+    if init is None:
+        return "nndsvda" if n_components <= min(n, m) else "random"
+    if init != "random" and init not in INIT_METHODS:
+        raise ValueError(f"Unknown init {init!r}; expected one of {INIT_METHODS}.")
+    if init != "random" and n_components > min(n, m):
+        raise ValueError(
+            f"init = '{init}' can only be used when n_components <= "
+            f"min(n_samples, n_features) = {min(n, m)}; got {n_components}. "
+            "Use init='random'."
+        )
+    return init
+
+
 def initialize_nmf(
     X,
     n_components: int,
@@ -138,21 +161,12 @@ def initialize_nmf(
     """
     n, m = X.shape
     ref = X.values if isinstance(X, CSRMatrix) else X
-    if init is None:
-        init = "nndsvda" if n_components <= min(n, m) else "random"
+    init = resolve_init(init, n_components, n, m)
     if init == "random":
         avg = torch.sqrt(data_mean(X) / n_components)
         H = avg * _randn((n_components, m), ref, generator).abs()
         W = avg * _randn((n, n_components), ref, generator).abs()
         return W, H
-    if init not in INIT_METHODS:
-        raise ValueError(f"Unknown init {init!r}; expected one of {INIT_METHODS}.")
-    if n_components > min(n, m):
-        raise ValueError(
-            f"init = '{init}' can only be used when n_components <= "
-            f"min(n_samples, n_features) = {min(n, m)}; got {n_components}. "
-            "Use init='random'."
-        )
 
     U, S, Vt = truncated_svd(X, n_components, generator)
     W = torch.zeros_like(U)

@@ -305,6 +305,23 @@ class StageResult:
     solver_state: dict | None = None
 
 
+def stage_callbacks(stage: Stage, error_at_init: float):
+    """The stopping rule, progress bar and user callbacks of a stage's net.
+
+    Returns ``(stopper, callbacks, quiet)``; ``quiet`` holds the net keyword that
+    silences skorch's epoch log unless ``stage.verbose``.
+    """
+    stopper = ToleranceStopping(stage.tol, error_at_init, stage.check_every)
+    callbacks = [("tolerance", stopper)]
+    if stage.verbose:
+        from skorch.callbacks import ProgressBar
+
+        callbacks.append(("progress", ProgressBar()))
+    callbacks += [(f"user_{i}", cb) for i, cb in enumerate(stage.callbacks)]
+    quiet = {} if stage.verbose else {"callbacks__print_log": None}
+    return stopper, callbacks, quiet
+
+
 def run_stage(
     X,
     Ws,
@@ -329,14 +346,7 @@ def run_stage(
             sq = squared_norm(X)
         _, terms = objective(X, Ws, Hs, solver.problem, sq_norm_X=sq)
     error0 = error_of(solver.problem.weights, terms)
-    stopper = ToleranceStopping(stage.tol, error0, stage.check_every)
-    callbacks = [("tolerance", stopper)]
-    if stage.verbose:
-        from skorch.callbacks import ProgressBar
-
-        callbacks.append(("progress", ProgressBar()))
-    callbacks += [(f"user_{i}", cb) for i, cb in enumerate(stage.callbacks)]
-    quiet = {} if stage.verbose else {"callbacks__print_log": None}
+    stopper, callbacks, quiet = stage_callbacks(stage, error0)
     net = FactorizationNet(
         module,
         solver=solver,

@@ -40,6 +40,7 @@ from .._utils import (
     make_generator,
     seed_from_random_state,
     threads_for,
+    warn_unused_factors,
 )
 from ..distributed import is_dask_array
 from ._ranks import check_ranks
@@ -483,13 +484,19 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         if is_dask_array(X):
             return distributed.transform(self, X)
+        X, _, W, scale = self._encode(X)
+        return self._codes(W, X.dtype, scale)
+
+    def _encode(self, X):
+        """Validated ``X``, its tensor at the safe scale, its codes ``WL`` (at that
+        scale) and the scale: what transform and score share."""
         X = self._validate_input(X, reset=False)
         self._check_zeros(X, self._beta)
         scale = safe_scale(X)
         Xt = scaled_tensor(X, scale, check_device(self.device))
         with self._threads(X):
             W = self._encode_tensor(Xt, scale)[-1]
-        return self._codes(W, X.dtype, scale)
+        return X, Xt, W, scale
 
     def _encode_tensor(self, Xt, scale, starts=None) -> list:
         """Codes ``[W1, ..., WL]`` of a validated ``X / scale`` tensor (in its
@@ -548,12 +555,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         if is_dask_array(X):
             return distributed.score(self, X)
-        X = self._validate_input(X, reset=False)
-        self._check_zeros(X, self._beta)
-        scale = safe_scale(X)
-        Xt = scaled_tensor(X, scale, check_device(self.device))
-        with self._threads(X):
-            W = self._encode_tensor(Xt, scale)[-1]
+        X, Xt, W, scale = self._encode(X)
         comp = torch.as_tensor(self.components_, device=W.device).to(W.dtype)
         loss = float(beta_divergence(Xt, W, comp, self._beta))
         return -loss * scale**self._beta / X.shape[0]
@@ -826,13 +828,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def _check_custom(self, W, H, X, ranks, online=False, scale=1.0):
         if self.init != "custom":
-            if W is not None or H is not None:
-                warnings.warn(
-                    "When init!='custom', provided W or H are ignored. Set "
-                    "init='custom' to use them as initialization.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+            warn_unused_factors(W, H, stacklevel=4)
             return None
         Ws, Hs = check_custom_factors(
             W, H, X, ranks, check_device(self.device), online=online

@@ -18,7 +18,6 @@ weights (:func:`~._chunks.rebuild`), and the iteration is run again.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -30,11 +29,16 @@ from .._torch.nets import (
     FactorizationNet,
     RowBatchIterator,
     StageResult,
-    ToleranceStopping,
+    stage_callbacks,
 )
 from .._torch.objective import Problem, Regularization, error_of
 from .._torch.solvers import make_solver
-from .._utils import check_device, make_generator, seed_from_random_state
+from .._utils import (
+    check_device,
+    make_generator,
+    seed_from_random_state,
+    warn_unused_factors,
+)
 from . import _chunks
 from ._cluster import Cluster, current_client, lost_errors, tree_sum
 
@@ -217,14 +221,7 @@ def run_stage(rows: ChunkedRows, spec, Hs: list, stage, *, known, layer_solvers)
     """
     driver = StageDriver(rows, spec, Hs, known, layer_solvers)
     error0 = driver.start()
-    stopper = ToleranceStopping(stage.tol, error0, stage.check_every)
-    callbacks = [("tolerance", stopper)]
-    if stage.verbose:
-        from skorch.callbacks import ProgressBar
-
-        callbacks.append(("progress", ProgressBar()))
-    callbacks += [(f"user_{i}", cb) for i, cb in enumerate(stage.callbacks)]
-    quiet = {} if stage.verbose else {"callbacks__print_log": None}
+    stopper, callbacks, quiet = stage_callbacks(stage, error0)
     empty = [torch.empty((0, H.shape[0]), dtype=H.dtype) for H in Hs]
     net = DistributedNet(
         DeepFactorChain(empty, [H.clone() for H in Hs]),
@@ -321,13 +318,8 @@ def fit(est, X, W=None, H=None):
     custom = None
     if est.init == "custom":
         custom = custom_codes(W, H, X, ranks, rows, str(device))
-    elif W is not None or H is not None:
-        warnings.warn(
-            "When init!='custom', provided W or H are ignored. Set "
-            "init='custom' to use them as initialization.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    else:
+        warn_unused_factors(W, H, stacklevel=3)
 
     epochs = est.max_epochs if est.max_epochs is not None else est.max_iter
     pre = est.pretrain_max_iter if L > 1 else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._torch.init import _POWER_ITERATIONS, INIT_METHODS
+from .._torch.init import _POWER_ITERATIONS, resolve_init
 from .._torch.sparse import CSRMatrix, matmul
 from . import _chunks
 from ._cluster import tree_sum
@@ -172,8 +172,7 @@ def initialize_layer(rows, l, k, m, init, gen, seed) -> torch.Tensor:
     n = info["n"]
     mean = info["sum"] / (n * m)
     dtype = torch.float64 if rows.dtype == np.float64 else torch.float32
-    if init is None:
-        init = "nndsvda" if k <= min(n, m) else "random"
+    init = resolve_init(init, k, n, m)
     if init == "random":
         avg = float(np.sqrt(mean / k))
         H = avg * torch.randn((k, m), generator=gen, dtype=dtype).abs()
@@ -182,13 +181,6 @@ def initialize_layer(rows, l, k, m, init, gen, seed) -> torch.Tensor:
             for i, (x, c) in enumerate(zip(rows.xs, rows.codes))
         ]
         return H
-    if init not in INIT_METHODS:
-        raise ValueError(f"Unknown init {init!r}; expected one of {INIT_METHODS}.")
-    if k > min(n, m):
-        raise ValueError(
-            f"init={init!r} can only be used when n_components <= min(n_samples, "
-            f"n_features) = {min(n, m)}; got {k}. Use init='random'."
-        )
     Ub, S, Vt = randomized_left(rows, l, k, gen, m)
     rows.codes = rows.map(left_vectors, Ub)
     norms = tree_sum(cluster, rows.codes).result()

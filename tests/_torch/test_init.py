@@ -196,3 +196,16 @@ def test_randomized_svd_leading_values_on_full_rank_matrix():
     X = (Q1 * s) @ Q2.T
     _, S, _ = truncated_svd(torch.from_numpy(X), 4, _gen())
     np.testing.assert_allclose(S.numpy(), s[:4], rtol=1e-6)
+
+
+def test_resolve_init_follows_scikit_learn():
+    from sknmf._torch.init import resolve_init
+
+    assert resolve_init(None, 3, 10, 5) == "nndsvda"
+    assert resolve_init(None, 6, 10, 5) == "random"
+    assert resolve_init("random", 6, 10, 5) == "random"
+    # scikit-learn's own words, which its tests match.
+    with pytest.raises(ValueError, match="init = 'nndsvd' can only be used when"):
+        resolve_init("nndsvd", 6, 10, 5)
+    with pytest.raises(ValueError, match="Unknown init"):
+        resolve_init("svd", 2, 10, 5)
