@@ -34,28 +34,81 @@ def is_dask_array(X) -> bool:
 
 
 def fit(est, X, W=None, H=None):
-    """Fit ``est`` (a :class:`~sknmf.DeepNMF`) on the Dask array ``X``."""
+    """Fit ``est`` (a :class:`~sknmf.DeepNMF`) on the Dask array ``X``.
+
+    ``DeepNMF.fit`` calls this for a Dask ``X``; it returns the validated array.
+    Without a ``distributed.Client`` the chunks run on Dask's local scheduler.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> from sknmf import DeepNMF
+    >>> from sknmf.distributed import fit, inverse_transform, score, transform
+    >>> X = da.from_array(np.random.RandomState(0).rand(40, 6), chunks=(10, 6))
+    >>> model = DeepNMF(2, solver="mu", max_iter=20, random_state=0)
+    >>> X = fit(model, X)
+    >>> model.components_.shape
+    (2, 6)
+    """
     from ._fit import fit as _fit
 
     return _fit(est, X, W, H)
 
 
 def transform(est, X):
-    """Lazy codes of the Dask array ``X`` by the fitted ``est``."""
+    """Lazy codes of the Dask array ``X`` by the fitted ``est``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> from sknmf import DeepNMF
+    >>> from sknmf.distributed import fit, inverse_transform, score, transform
+    >>> X = da.from_array(np.random.RandomState(0).rand(40, 6), chunks=(10, 6))
+    >>> model = DeepNMF(2, max_iter=200, random_state=0).fit(X.compute())
+    >>> codes = transform(model, X)
+    >>> type(codes).__name__, codes.shape
+    ('Array', (40, 2))
+    """
     from ._encode import transform as _transform
 
     return _transform(est, X)
 
 
 def score(est, X) -> float:
-    """``est.score`` of the Dask array ``X`` (computed on the cluster)."""
+    """``est.score`` of the Dask array ``X`` (computed on the cluster).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> from sknmf import DeepNMF
+    >>> from sknmf.distributed import fit, inverse_transform, score, transform
+    >>> X = da.from_array(np.random.RandomState(0).rand(40, 6), chunks=(10, 6))
+    >>> model = DeepNMF(2, max_iter=20, tol=0, random_state=0).fit(X.compute())
+    >>> bool(np.isclose(score(model, X), model.score(X.compute())))
+    True
+    """
     from ._encode import score as _score
 
     return _score(est, X)
 
 
 def inverse_transform(est, X):
-    """Lazy ``X @ est.components_`` of Dask codes ``X``."""
+    """Lazy ``X @ est.components_`` of Dask codes ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> from sknmf import DeepNMF
+    >>> from sknmf.distributed import fit, inverse_transform, score, transform
+    >>> X = da.from_array(np.random.RandomState(0).rand(40, 6), chunks=(10, 6))
+    >>> model = DeepNMF(2, max_iter=200, random_state=0).fit(X.compute())
+    >>> inverse_transform(model, transform(model, X)).shape
+    (40, 6)
+    """
     from ._encode import inverse_transform as _inverse
 
     return _inverse(est, X)
