@@ -4,13 +4,12 @@ Build with ``make -C doc html`` (or ``sphinx-build -W -b html doc doc/_build/htm
 The build is offline: intersphinx has no inventories to fetch, and the gallery runs
 the scripts of ``examples/`` on bundled data.
 
-Three pieces are generated here, at configuration time, so that they always match
+Two pieces are generated here, at configuration time, so that they always match
 the code being documented (they are ignored by git, see ``doc/.gitignore``):
 
 * ``api.rst``: the API reference, one entry per public name, read from
   ``sknmf.__all__`` and the ``__all__`` of each public subpackage. A name that a
   branch has not exported yet is simply absent; a new export appears by itself.
-* ``_generated/quickstart.rst``: the quick-start commands, copied from README.md.
 * ``_generated/cli.rst``: the ``--help`` text of every ``sknmf`` subcommand.
 """
 
@@ -203,26 +202,6 @@ def _write_api_page() -> None:
 # -- Pages generated from the repository ------------------------------------------
 
 
-def _write_quickstart() -> None:
-    """Copy README.md's quick-start commands, so both always say the same."""
-    readme = REPO_DIR / "README.md"
-    blocks = []
-    if readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-        blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M)
-    if blocks:
-        body = "\n".join(
-            "   " + line if line else "" for line in blocks[0].rstrip().splitlines()
-        )
-        rst = f".. code-block:: bash\n\n{body}\n"
-    else:
-        rst = (
-            "The quick-start commands live in the repository's ``README.md``, "
-            "which this build could not find.\n"
-        )
-    _write_if_changed(DOC_DIR / "_generated" / "quickstart.rst", rst)
-
-
 def _cli_help(argv: list[str]) -> str:
     from sknmf import cli
 
@@ -269,7 +248,6 @@ def _write_cli_page() -> None:
 
 
 _write_api_page()
-_write_quickstart()
 _write_cli_page()
 
 # -- Gallery -----------------------------------------------------------------------

@@ -11,10 +11,12 @@ import importlib
 import lzma
 import os
 import pkgutil
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -78,14 +80,38 @@ def _env() -> dict:
     return env
 
 
-def test_getting_started_example_runs():
-    """The first example of the Getting started page is a doctest that passes."""
-    if not hasattr(sknmf, "DeepNMF"):
-        pytest.skip("sknmf.DeepNMF is not in this checkout yet")
+def _pages_with_examples() -> list[Path]:
+    """The pages of doc/ (generated ones excepted) that hold doctest examples."""
+    pages = []
+    for page in sorted((REPO / "doc").rglob("*.rst")):
+        if GENERATED_PARTS.intersection(page.relative_to(REPO / "doc").parts):
+            continue
+        if doctest.DocTestParser().get_examples(page.read_text("utf-8")):
+            pages.append(page)
+    return pages
+
+
+GENERATED_PARTS = set(GENERATED)
+
+
+def test_the_pages_with_examples_are_found():
+    names = {p.relative_to(REPO / "doc").as_posix() for p in _pages_with_examples()}
+    assert {"getting_started.rst", "user_guide/images.rst"} <= names, names
     page = REPO / "doc" / "getting_started.rst"
     # The page is plain doctest text; count its examples so an empty run fails.
-    n_examples = len(doctest.DocTestParser().get_examples(page.read_text("utf-8")))
-    assert n_examples > 5
+    assert len(doctest.DocTestParser().get_examples(page.read_text("utf-8"))) > 5
+
+
+@pytest.mark.parametrize(
+    "page",
+    _pages_with_examples(),
+    ids=lambda p: p.relative_to(REPO / "doc").as_posix(),
+)
+def test_page_examples_run(page):
+    """Every ``>>>`` example of the page is a doctest that passes, in a fresh
+    process, with this checkout first on the path."""
+    if not hasattr(sknmf, "DeepNMF"):
+        pytest.skip("sknmf.DeepNMF is not in this checkout yet")
     proc = subprocess.run(
         [
             sys.executable,
@@ -101,8 +127,65 @@ def test_getting_started_example_runs():
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=page.parent,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+
+
+def _bash_blocks_of_readme() -> list[str]:
+    text = (REPO / "README.md").read_text("utf-8")
+    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_quick_start_is_readmes():
+    """Getting started shows README's quick-start commands, character for character."""
+    readme = _bash_blocks_of_readme()[0].strip()
+    text = (REPO / "doc" / "getting_started.rst").read_text("utf-8")
+    section = text.split("Quick start\n===========\n", 1)[1]
+    block = re.search(r"\.\. code-block:: bash\n\n((?:   .*\n|\n)+)", section)
+    assert block, "the Quick start section has no bash code block"
+    page = textwrap.dedent(block.group(1)).strip()
+    assert page == readme
+
+
+def test_one_install_story():
+    """README and every page of doc/ install the same way: one torch pin (README's),
+    no other package index, and only extras that pyproject.toml defines."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"][
+            "optional-dependencies"
+        ]
+    )
+    pinned = re.search(r'"torch==[\d.]+"', _bash_blocks_of_readme()[0]).group(0)
+    sources = [REPO / "README.md", *sorted((REPO / "doc").rglob("*.rst"))]
+    commands = 0
+    for source in sources:
+        for line in source.read_text("utf-8").splitlines():
+            if "pip install" not in line:
+                continue
+            commands += 1
+            assert "--index-url" not in line, (source.name, line)
+            for pin in re.findall(r'"?torch==[\d.]+"?', line):
+                assert pin == pinned, (source.name, line)
+            for names in re.findall(r"\.\[([\w,]+)\]", line):
+                assert set(names.split(",")) <= extras, (source.name, line)
+    assert commands >= 4
+
+
+def test_the_test_extra_installs_what_the_tests_import():
+    """``pip install -e ".[test]"`` is enough to collect every test module."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    test_extra = " ".join(project["optional-dependencies"]["test"]).lower()
+    # Third-party modules imported at the top of a test file, by distribution name.
+    needed = {"skimage": "scikit-image", "hypothesis": "hypothesis", "PIL": "pillow"}
+    for path in (REPO / "tests").rglob("test_*.py"):
+        for module, dist in needed.items():
+            if re.search(rf"^(?:from|import) {module}\b", path.read_text(), re.M):
+                assert dist in test_extra or dist in " ".join(
+                    project["dependencies"]
+                ), (path.name, dist)
 
 
 def test_documented_file_format_decodes_a_real_file():
