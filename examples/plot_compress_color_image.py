@@ -52,13 +52,21 @@ print(f"PSNR of the rebuilt photo: {psnr(photo, rebuilt):.2f} dB")
 
 # %%
 # The atoms are nonnegative 8x8 colour patches: NMF learns *parts* (flat
-# colours, edges of a given hue) that add up, never cancel.
-atoms = pipe["nmf"].components_.reshape(-1, 8, 8, 3)
-fig, axes = plt.subplots(4, 8, figsize=(8, 4))
-for ax, atom in zip(axes.ravel(), atoms):
-    ax.imshow(atom / atom.max())
+# colours, edges of a given hue) that add up, never cancel. How the size of a
+# term is split between an atom and its codes is arbitrary in NMF, so each atom
+# is drawn at unit L2 norm, and all of them on one brightness scale: a
+# near-flat atom looks flat, not stretched into noise.
+atoms = pipe["nmf"].components_
+unit = atoms / np.maximum(np.linalg.norm(atoms, axis=1, keepdims=True), 1e-12)
+unit = (unit / unit.max()).reshape(-1, 8, 8, 3)
+fig, axes = plt.subplots(4, 8, figsize=(8, 4.3))
+for ax, atom in zip(axes.ravel(), unit):
+    ax.imshow(atom, interpolation="nearest")
     ax.axis("off")
-fig.suptitle("32 NMF atoms of the flower photo")
+fig.suptitle(
+    "32 NMF atoms of the flower photo\n(each at unit L2 norm; one shared scale, "
+    "white = the largest value of any atom)"
+)
 plt.show()
 
 # %%
