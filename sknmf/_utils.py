@@ -6,7 +6,10 @@ estimator), so every facade validates ``device`` and ``random_state`` the same w
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -112,21 +115,91 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return gen
 
 
+def busy_cores_elsewhere(samples: int = 3) -> int | None:
+    """Cores kept busy right now by other processes, or ``None`` if unknown.
+
+    Linux's ``/proc/loadavg`` counts the runnable threads of the whole machine at
+    this instant (unlike the load averages, which take a minute to follow a new
+    process); this process's own runnable threads are taken off. The smallest of
+    a few readings a millisecond apart ignores momentary blips. Elsewhere than
+    Linux the answer is ``None`` and callers keep their setting.
+
+    Parameters
+    ----------
+    samples : int, default=3
+        Readings taken; the smallest count is returned.
+
+    Returns
+    -------
+    busy : int or None
+        Runnable threads of other processes.
+
+    Examples
+    --------
+    >>> from sknmf._utils import busy_cores_elsewhere
+    >>> busy = busy_cores_elsewhere()
+    >>> busy is None or busy >= 0
+    True
+    """
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(0.001)
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            own = 0
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{task}/stat") as f:
+                        # The state follows the parenthesised command name.
+                        own += f.read().rpartition(")")[2].split()[0] == "R"
+                except OSError:  # the thread ended between listdir and open
+                    continue
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(max(0, running - max(own, 1)))
+    return min(counts)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_pools():
+    # threadpoolctl ships with scikit-learn and reaches the BLAS and OpenMP pools
+    # that numpy, scipy and scikit-learn loaded (all imported by now). Finding
+    # them scans the process's libraries: once, not at every call.
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 @contextmanager
 def threads_for(work: int, threshold: int, device: torch.device | str = "cpu"):
-    """Run CPU work below ``threshold`` on one torch thread; restore on exit.
+    """Size torch's CPU threads to the work and to the machine's load; restore on exit.
 
     On a busy machine a parallel region stalls at every barrier when another
     process holds a core (DESIGN.md §7: a small fit ran 37x slower on two
-    threads under load); small work gains nothing from a second thread anyway.
-    The caller's setting is restored, whatever happens inside.
+    threads under load, and even large fits ran 1.4-2x slower than on one
+    thread). So work below ``threshold`` runs on one thread (it gains nothing
+    from a second), larger work on at most the cores that no other process
+    keeps busy as it starts, and numpy's and scikit-learn's own pools
+    (OpenBLAS, OpenMP) are held to the same count so they cannot spin beside
+    torch's loop. The caller's settings are restored, whatever happens inside.
+    A user's ``torch.set_num_threads`` (or ``OMP_NUM_THREADS``) stays the upper
+    bound.
 
     Parameters
     ----------
     work : int
         Size of the work (e.g. multiply-adds of the main product).
     threshold : int
-        Work from which all of torch's threads are kept.
+        Work from which more than one thread may be used.
     device : torch.device or str, default="cpu"
         Only CPU work is concerned.
 
@@ -142,14 +215,23 @@ def threads_for(work: int, threshold: int, device: torch.device | str = "cpu"):
     True
     """
     previous = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or work >= threshold or previous == 1:
+    if torch.device(device).type != "cpu":
         yield
         return
-    torch.set_num_threads(1)
-    try:
+    threads = 1
+    if work >= threshold and previous > 1:
+        busy = busy_cores_elsewhere()
+        free = _usable_cores() - (busy or 0)
+        threads = max(1, min(previous, free))
+    if threads == previous:
         yield
-    finally:
-        torch.set_num_threads(previous)
+        return
+    with _thread_pools().limit(limits=threads):
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def warn_unused_factors(W, H, stacklevel: int = 3) -> None:

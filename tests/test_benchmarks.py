@@ -145,3 +145,16 @@ def test_deep_epoch_cost_runs():
     X = np.random.RandomState(0).rand(60, 12)
     out = bmethods.deep_epoch_cost(X, 4, n_iter=3)
     assert out["one_layer"] > 0 and out["three_layers"] > 0
+
+
+@pytest.mark.slow
+def test_threads_benchmark_runs(tmp_path):
+    from benchmarks import threads as bthreads
+
+    argv = ["--cases", "tiny", "--reps", "1", "--conditions", "load"]
+    rows = bthreads.main([*argv, "--out", str(tmp_path)])
+    assert [r["condition"] for r in rows] == ["load"]
+    for r in rows:
+        assert set(r["median_seconds"]) == {"one", "default", "unsized"}
+        assert all(t > 0 for t in r["median_seconds"].values())
+    assert json.loads((tmp_path / "threads.json").read_text()) == rows
