@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_sample_image
 
-from sknmf.image import _format, compress, decompress, read_header
+from sknmf.image import (
+    DecompressionBombError,
+    _format,
+    compress,
+    decompress,
+    load,
+    read_header,
+)
+from sknmf.image._codec import DEFAULT_MAX_PIXELS, stored_atoms
 from sknmf.image._format import MAGIC
 
 
@@ -264,3 +272,119 @@ def test_a_code_beyond_its_width_is_refused():
         _format.read_planes(
             _format.parse(_format.pack((2, 2), "gray", [(rec, (q, bad, codes - 8))]))
         )
+
+
+# --------------------------------------------------------------------------- #
+# The decoder's budget: valid files that would cost too much
+# --------------------------------------------------------------------------- #
+
+
+def test_declared_pixels_beyond_the_budget_refused_before_allocating(
+    small_file, tmp_path
+):
+    # A valid header declaring 8192x8192 (the payload no longer matches, which
+    # only decoding would notice): the budget refuses it from the header.
+    data = _patch_header(small_file, H_OFF, "<I", 8192)
+    data = _patch_header(data, W_OFF, "<I", 8192)
+    assert DEFAULT_MAX_PIXELS < 8192 * 8192
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionBombError, match="8192x8192.*max_pixels"):
+            decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert issubclass(DecompressionBombError, ValueError)
+    path = tmp_path / "bomb.sknmf"
+    path.write_bytes(data)
+    with pytest.raises(DecompressionBombError, match="max_pixels"):
+        load(path)
+    with pytest.raises(DecompressionBombError, match="max_pixels"):
+        stored_atoms(data)
+    # Without the guard, decoding goes on and finds the payload too short.
+    with pytest.raises(ValueError, match="payload") as info:
+        decompress(data, max_pixels=None)
+    assert not isinstance(info.value, DecompressionBombError)
+
+
+def test_the_pixel_budget_is_inclusive(small_file, tmp_path):
+    h, w = read_header(small_file)["shape"][:2]
+    assert decompress(small_file, max_pixels=h * w).shape == (h, w, 3)
+    with pytest.raises(DecompressionBombError, match=f"{h}x{w}"):
+        decompress(small_file, max_pixels=h * w - 1)
+    path = tmp_path / "small.sknmf"
+    path.write_bytes(small_file)
+    with pytest.raises(DecompressionBombError):
+        load(path, max_pixels=h * w - 1)
+    assert load(path, max_pixels=None).shape == (h, w, 3)
+
+
+def _one_patch_file(patch, k):
+    """A 1x1 gray file of one ``patch x patch`` patch and ``k`` atoms."""
+    rec = _format.Plane(_format.KIND_NMF, 1, patch, patch, k, 8, (), 1.0)
+    q = np.zeros((k, patch * patch), dtype=np.uint8)
+    codes = np.zeros((1, k), dtype=np.uint8)
+    return _format.pack((1, 1), "gray", [(rec, (q, np.ones(k, np.float32), codes))])
+
+
+def test_decoding_work_is_bounded_by_the_budget():
+    # One 16x16 patch and 256 atoms: 1 x 256 x 256 multiply-adds for one pixel,
+    # which a budget of 256 pixels (256 multiply-adds per pixel) just allows.
+    data = _one_patch_file(16, 256)
+    assert _format.decode_work(_format.parse(data)) == 256 * 256
+    assert _format.WORK_PER_PIXEL == 256
+    np.testing.assert_array_equal(decompress(data, max_pixels=256), [[0]])
+    with pytest.raises(DecompressionBombError, match="65536 multiply-adds"):
+        decompress(data, max_pixels=255)
+
+
+def test_many_large_atoms_refused_from_the_header(small_file):
+    # 2048x2048 pixels (within the pixel budget) cut into 64x64 patches with
+    # 4096 atoms: 1024 patches x 4096 atoms x 4096 pixels to multiply.
+    data = _patch_header(small_file, H_OFF, "<I", 2048)
+    data = _patch_header(data, W_OFF, "<I", 2048)
+    data = _patch_header(data, PLANE0 + 2, "<B", 64)
+    data = _patch_header(data, PLANE0 + 3, "<B", 64)
+    data = _patch_header(data, PLANE0 + 4, "<H", 4096)
+    assert read_header(data)["planes"][0]["n_components"] == 4096
+    # The two chroma planes: 1024x1024 after subsampling, in 8x8 patches.
+    chroma = read_header(data)["planes"][1:]
+    assert [p["patch_size"] for p in chroma] == [(8, 8)] * 2
+    expected = 1024 * 4096 * 4096 + sum(
+        128 * 128 * p["n_components"] * 64 for p in chroma
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionBombError, match=f"{expected} multiply-adds"):
+            decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)],
+)
+def test_bad_max_pixels(small_file, value, error):
+    with pytest.raises(error, match="max_pixels"):
+        decompress(small_file, max_pixels=value)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        bytes,
+        bytearray,
+        memoryview,
+        lambda d: np.frombuffer(d, dtype=np.uint8),
+        lambda d: np.frombuffer(d, dtype=np.uint8).copy(),
+        lambda d: np.repeat(np.frombuffer(d, np.uint8), 2)[::2],  # strided
+    ],
+)
+def test_any_bytes_like_object_decodes(small_file, wrap):
+    expected = decompress(small_file)
+    np.testing.assert_array_equal(decompress(wrap(small_file)), expected)
+    assert read_header(wrap(small_file)) == read_header(small_file)
