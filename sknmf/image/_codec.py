@@ -26,9 +26,9 @@ from sknmf.decomposition import DeepNMF, check_ranks
 from sknmf.image._colour import (
     downsample,
     rgb_to_ycbcr,
-    to_uint8,
+    round_into,
     upsample,
-    ycbcr_to_rgb,
+    ycbcr_planes_to_rgb,
 )
 from sknmf.image._format import (
     DEFAULT_MAX_PIXELS,
@@ -82,6 +82,8 @@ __all__ = [
 FIT_ITER = 200
 _MIN_FIT_ROWS = 2048
 _ROWS_PER_ATOM = 32
+# Patches the decoder turns into pixels per matrix product (a band of the plane).
+_DECODE_PATCHES = 4096
 
 # Settings picked by ``quality``: (quality, luma components, chroma components,
 # code bits). The points lie on the upper convex hull of PSNR against bpp over a
@@ -243,8 +245,8 @@ def decompress(data, *, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
         file declaring more pixels than this, or more decoding work (patches x
         atoms x patch pixels) than ``WORK_PER_PIXEL`` (256) per pixel of it, is
         refused from its header, before anything is allocated. The default,
-        ``2**25`` (33,554,432 pixels: an 8K UHD frame fits), bounds the memory
-        of a decode to about 1.5 GB. ``None`` disables the guard: use it, or a
+        ``2**25`` (33,554,432 pixels: an 8K UHD frame fits), bounds a decode to
+        about 0.8 GB of memory. ``None`` disables the guard: use it, or a
         larger value, for files you trust.
 
     Returns
@@ -278,21 +280,19 @@ def decompress(data, *, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     info = parse(data)
     check_budget(info, max_pixels)
     h, w = info["shape"][:2]
-    decoded = [
-        arrays if rec.kind == KIND_RAW else _decode_plane(rec, arrays, h, w)
-        for rec, arrays in zip(info["_planes"], read_planes(info))
-    ]
-    n_channels, color = info["n_channels"], info["color"]
-    if n_channels == 1:
-        out = to_uint8(decoded[0])
+    records, stored = info["_planes"], read_planes(info)
+    out = np.empty((h, w, info["n_channels"]), dtype=np.uint8)
+    # Plane by plane into the uint8 result: gray and RGB planes are rounded as
+    # soon as they are decoded; YCbCr needs its three planes at once.
+    if info["color"] == "ycbcr":
+        y, cb, cr = (_decode_plane(records[i], stored[i], h, w) for i in range(3))
+        ycbcr_planes_to_rgb(y, cb, cr, out=out[..., :3])
+        del y, cb, cr
     else:
-        color_planes = np.stack(decoded[:3], axis=-1)
-        if color == "ycbcr":
-            out = ycbcr_to_rgb(color_planes)
-        else:
-            out = to_uint8(color_planes)
-        if n_channels == 4:
-            out = np.concatenate([out, decoded[3][..., None]], axis=-1)
+        for i in range(min(3, info["n_channels"])):
+            round_into(_decode_plane(records[i], stored[i], h, w), out[..., i])
+    if info["n_channels"] == 4:
+        out[..., 3] = stored[3]
     return out.reshape(info["shape"])
 
 
@@ -707,13 +707,24 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state):
 
 
 def _decode_plane(rec: Plane, arrays, h: int, w: int) -> np.ndarray:
-    """The float32 pixels of an NMF plane from its stored arrays."""
+    """The float32 pixels of an NMF plane from its stored arrays (a new array)."""
     q, scale, codes = arrays
     D = dictionary_atoms(q, scale)
-    W = codes.astype(np.float32) * np.float32(rec.step)
-    rows = W @ D
+    step = np.float32(rec.step)
     sh, sw = plane_shape(rec, h, w)
-    patches = ImagePatches((rec.ph, rec.pw))
-    patches.fit(np.zeros((min(sh, rec.ph), min(sw, rec.pw)), dtype=np.float32))
-    small = patches.inverse_transform(rows, image_shape=(sh, sw))
-    return upsample(small, rec.sub, h, w)
+    ph, pw = rec.ph, rec.pw
+    gh, gw = -(-sh // ph), -(-sw // pw)
+    # The codes cover the padded plane patch by patch, row-major over the patch
+    # grid, without overlap (ImagePatches' layout): a band of grid rows at a
+    # time goes from codes to pixels, so the float codes and patch rows never
+    # exist for the whole plane at once.
+    padded = np.empty((gh * ph, gw * pw), dtype=np.float32)
+    band = max(1, _DECODE_PATCHES // gw)
+    for top in range(0, gh, band):
+        b = min(band, gh - top)
+        W = codes[top * gw : (top + b) * gw].astype(np.float32) * step
+        rows = W @ D
+        padded[top * ph : (top + b) * ph] = (
+            rows.reshape(b, gw, ph, pw).transpose(0, 2, 1, 3).reshape(b * ph, gw * pw)
+        )
+    return upsample(padded[:sh, :sw], rec.sub, h, w)

@@ -76,13 +76,14 @@ MAX_PATCH = 64
 MAX_LAYERS = 16
 
 # The decoder's budget (see check_budget). The format allows 2**28 pixels, and a
-# file of a few KB may declare them: decoding holds about 12 bytes per pixel of a
-# gray image and 16-46 of a colour one (float32 planes), so the default stops at
-# 2**25 pixels (an 8K UHD frame, 7680x4320, fits; 8192x8192 does not), at most
-# about 1.5 GB. Decoding multiplies every patch's codes by the atoms: patches x
-# atoms x patch pixels multiply-adds, which a file may make thousands per pixel.
-# The codec's heaviest quality setting needs 192 per pixel (three planes of 64
-# atoms of 8x8 patches), so 256 per budgeted pixel is allowed.
+# file of a few KB may declare them. Decoding holds about 5 bytes per pixel of a
+# gray image, 7 of an RGB one and 24 of a YCbCr one (its three float32 planes,
+# two temporaries and the result): at the default of 2**25 pixels (an 8K UHD
+# frame, 7680x4320, fits; 8192x8192 does not) a decode peaks at about 0.8 GB.
+# Decoding multiplies every patch's codes by the atoms: patches x atoms x patch
+# pixels multiply-adds, which a file may make thousands per pixel. The codec's
+# heaviest quality setting needs 192 per pixel (three planes of 64 atoms of 8x8
+# patches), so 256 per budgeted pixel is allowed.
 DEFAULT_MAX_PIXELS = 1 << 25
 WORK_PER_PIXEL = 256
 
