@@ -592,14 +592,16 @@ def _wide_frame(img, file) -> np.ndarray:
     arr = np.asarray(img)
     if img.mode == "F":
         arr = arr.astype(np.float32)
-        if arr.size and not (
-            np.all(np.isfinite(arr)) and arr.min() >= 0.0 and arr.max() <= 1.0
-        ):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"Float frame {str(file)!r} holds NaN or infinite values; float "
+                "frames are read as intensities in [0, 1]."
+            )
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
             raise ValueError(
                 f"Float frame {str(file)!r} holds values outside [0, 1] (min "
-                f"{np.nanmin(arr):.4g}, max {np.nanmax(arr):.4g}) or non-finite ones; "
-                "float frames are read as intensities in [0, 1]: rescale them, or "
-                "store 8- or 16-bit frames."
+                f"{arr.min():.4g}, max {arr.max():.4g}); float frames are read as "
+                "intensities in [0, 1]: rescale them, or store 8- or 16-bit frames."
             )
         return arr
     if arr.size and (arr.min() < 0 or arr.max() > 65535):

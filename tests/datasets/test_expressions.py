@@ -341,7 +341,7 @@ def test_loader_reads_float_frames_as_they_are(tmp_path):
     "values, match",
     [
         (np.array([[0.0, 255.0]], dtype=np.float32), "outside \\[0, 1\\]"),
-        (np.array([[0.0, np.nan]], dtype=np.float32), "non-finite"),
+        (np.array([[np.nan, np.nan]], dtype=np.float32), "NaN or infinite"),
         (np.array([[-1, 70000]], dtype=np.int32), "outside 0-65535"),
     ],
 )
@@ -379,3 +379,15 @@ def test_loader_refuses_decompression_bombs_naming_the_file(tmp_path, side):
     (seq / "0.png").write_bytes(_png_header_only(side, side))
     with pytest.raises(ValueError, match="0.png.*decompression-bomb limit"):
         load_expression_folder(tmp_path)
+
+
+def test_loader_reads_32_bit_integer_frames_as_16_bit(tmp_path):
+    # Mode "I" (32-bit integers, where some Pillow versions read 16-bit PNGs).
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    values = np.array([[0, 255, 65535]], dtype=np.int32)
+    Image.fromarray(values).save(seq / "0.tif")
+    with Image.open(seq / "0.tif") as img:
+        assert img.mode == "I"
+    X, _, _ = load_expression_folder(tmp_path)
+    np.testing.assert_allclose(X[0, 0], values / 65535.0, rtol=1e-6)
