@@ -103,11 +103,25 @@ _U32 = struct.Struct("<I")
 class DecompressionBombError(ValueError):
     """A valid file whose decoding would exceed the caller's budget.
 
-    Raised before anything is allocated, when the header declares more pixels
-    than ``max_pixels``, or more decoding work (patches x atoms x patch pixels)
-    than :data:`WORK_PER_PIXEL` per pixel of ``max_pixels``. It is a
-    ``ValueError``, like every refusal of the decoder; pass a larger
-    ``max_pixels`` (or ``None``) to decode a file you trust.
+    Raised by :func:`sknmf.image.decompress` and :func:`sknmf.image.load` before
+    anything is allocated, when the header declares more pixels than
+    ``max_pixels``, or more decoding work (patches x atoms x patch pixels) than
+    256 multiply-adds per pixel of ``max_pixels``. It is a ``ValueError``, like
+    every refusal of the decoder; pass a larger ``max_pixels`` (or ``None``) to
+    decode a file you trust.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknmf.image import DecompressionBombError, compress, decompress
+    >>> data = compress(np.zeros((64, 64), dtype=np.uint8))
+    >>> try:
+    ...     decompress(data, max_pixels=1000)
+    ... except DecompressionBombError as exc:
+    ...     print(exc)
+    the file declares a 64x64 image (4096 pixels), more than max_pixels=1000; ...
+    >>> decompress(data, max_pixels=4096).shape
+    (64, 64)
     """
 
 
