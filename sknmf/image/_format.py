@@ -274,19 +274,25 @@ def parse(data) -> dict:
     Raises
     ------
     TypeError
-        If ``data`` is not bytes-like.
+        If ``data`` is not bytes-like (a buffer of 1-byte items).
     ValueError
         If ``data`` is truncated, damaged (checksum), foreign (magic), from a
         newer format version, or describes impossible dimensions.
     """
     try:
-        # Any buffer: bytes, bytearray, memoryview, mmap, a numpy uint8 array.
-        data = memoryview(data).tobytes()
+        # Any buffer of bytes: bytes, bytearray, memoryview, mmap, a uint8 array.
+        view = memoryview(data)
     except TypeError:
+        view = None
+    if view is None or view.itemsize != 1:
+        what = type(data).__name__
+        if view is not None:
+            what += f" of {view.itemsize}-byte items (format {view.format!r})"
         raise TypeError(
             "data must be bytes-like (bytes, bytearray, memoryview, a uint8 "
-            f"ndarray); got {type(data).__name__}."
-        ) from None
+            f"ndarray); got {what}."
+        )
+    data = view.tobytes()
     if len(data) < _PREFIX.size + 8:
         raise ValueError(
             f"not an sknmf image: {len(data)} bytes is shorter than the smallest file."

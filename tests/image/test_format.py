@@ -473,3 +473,11 @@ def test_decoding_memory_is_a_few_bytes_per_pixel():
     finally:
         tracemalloc.stop()
     assert peak < 30 * 1024 * 1024, peak / 1024**2
+
+
+@pytest.mark.parametrize(
+    "data", ["text", [1, 2, 3], None, np.zeros((4, 4)), np.array([b"x"], object)]
+)
+def test_what_is_not_bytes_like_is_a_type_error(data):
+    with pytest.raises(TypeError, match="bytes-like"):
+        decompress(data)
