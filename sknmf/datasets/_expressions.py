@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -581,6 +582,75 @@ def _subdirs(path: Path) -> list[Path]:
     )
 
 
+# Pillow modes of integer frames wider than 8 bits, scaled by 65535 ("I" is where
+# Pillow reads 16-bit PNGs into in some versions, and 32-bit integer TIFFs).
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _wide_frame(img, file) -> np.ndarray:
+    """The float32 intensities in [0, 1] of a 16-bit or float frame."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"Float frame {str(file)!r} holds NaN or infinite values; float "
+                "frames are read as intensities in [0, 1]."
+            )
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            raise ValueError(
+                f"Float frame {str(file)!r} holds values outside [0, 1] (min "
+                f"{arr.min():.4g}, max {arr.max():.4g}); float frames are read as "
+                "intensities in [0, 1]: rescale them, or store 8- or 16-bit frames."
+            )
+        return arr
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(
+            f"Integer frame {str(file)!r} (mode {img.mode}) holds values outside "
+            f"0-65535 (min {arr.min()}, max {arr.max()}); integer frames wider than "
+            "8 bits are read as 16-bit intensities: rescale them or store 16-bit "
+            "frames."
+        )
+    return (arr.astype(np.float32) / np.float32(65535.0)).astype(np.float32)
+
+
+def _read_frame(file: Path, grayscale: bool, image_size) -> np.ndarray:
+    """One frame as float32 in [0, 1], ``(h, w)`` or ``(h, w, 3)``; ValueError names
+    the file for anything Pillow cannot (or, over its pixel limit, will not) read."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = None if image_size is None else (image_size[1], image_size[0])
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a frame
+            # that large is refused here too, before it is decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                if img.mode == "F" or img.mode in _WIDE_INT_MODES:
+                    frame = _wide_frame(img, file)
+                    if size is not None:
+                        frame = np.asarray(
+                            Image.fromarray(frame).resize(
+                                size, Image.Resampling.BILINEAR
+                            )
+                        )
+                    if not grayscale:
+                        frame = np.repeat(frame[..., None], 3, axis=-1)
+                    return frame
+                img = img.convert("L" if grayscale else "RGB")
+                if size is not None:
+                    img = img.resize(size, Image.Resampling.BILINEAR)
+                return np.asarray(img, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(
+            f"Cannot read {str(file)!r}: its size is above Pillow's decompression-"
+            f"bomb limit ({exc}). Raise PIL.Image.MAX_IMAGE_PIXELS (or set it to "
+            "None) to load frames this large from a source you trust."
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"Cannot read {str(file)!r} as an image ({exc}).") from exc
+
+
 def load_expression_folder(
     path,
     *,
@@ -592,6 +662,14 @@ def load_expression_folder(
 
     Every readable image format of Pillow works (PNG, JPEG, BMP, TIFF...). Frames are
     sorted naturally (``2.png`` before ``10.png``); hidden files are skipped.
+
+    Intensities are scaled to [0, 1] by the range of each frame's pixel type: 8-bit
+    frames (and any mode Pillow converts to 8 bits) by 255; 16-bit frames (Pillow's
+    modes ``"I;16"``, and ``"I"``, the 32-bit integer mode Pillow also reads 16-bit
+    files into) by 65535, values outside 0-65535 being an error; floating-point
+    frames (mode ``"F"``, e.g. float TIFF) are taken as they are, and must lie in
+    [0, 1]. A grayscale 16-bit or float frame read with ``grayscale=False`` is
+    repeated over the three channels.
 
     Parameters
     ----------
@@ -621,8 +699,12 @@ def load_expression_folder(
     FileNotFoundError
         If ``path`` is not a folder.
     ValueError
-        For a folder without label, video or frame folders, an unreadable image, or
-        frames of different sizes within one video (without ``image_size``).
+        For a folder without label, video or frame folders, an unreadable image, a
+        frame above Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+        about 89 million pixels; raise it or set it to ``None`` to load larger
+        frames), a 16-bit or float frame outside the ranges above, or frames of
+        different sizes within one video (without ``image_size``). The message
+        names the file.
 
     See Also
     --------
@@ -645,8 +727,6 @@ def load_expression_folder(
     >>> X.shape, y.tolist(), groups.tolist()
     ((4, 3, 8, 10), ['happy', 'happy', 'sad', 'sad'], ['S1', 'S2', 'S1', 'S2'])
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(os.fspath(path))
     if not root.is_dir():
         raise FileNotFoundError(f"path={str(root)!r} is not an existing folder.")
@@ -683,21 +763,7 @@ def load_expression_folder(
             )
             if not files:
                 raise ValueError(f"Sequence folder {str(seq_dir)!r} holds no frames.")
-            frames = []
-            for file in files:
-                try:
-                    with Image.open(file) as img:
-                        img = img.convert("L" if grayscale else "RGB")
-                        if image_size is not None:
-                            img = img.resize(
-                                (image_size[1], image_size[0]),
-                                Image.Resampling.BILINEAR,
-                            )
-                        frames.append(np.asarray(img, dtype=np.float32) / 255.0)
-                except (UnidentifiedImageError, OSError) as exc:
-                    raise ValueError(
-                        f"Cannot read {str(file)!r} as an image ({exc})."
-                    ) from exc
+            frames = [_read_frame(file, grayscale, image_size) for file in files]
             shapes = {f.shape for f in frames}
             if len(shapes) > 1:
                 sizes = sorted(s[:2] for s in shapes)

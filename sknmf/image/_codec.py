@@ -26,11 +26,12 @@ from sknmf.decomposition import DeepNMF, check_ranks
 from sknmf.image._colour import (
     downsample,
     rgb_to_ycbcr,
-    to_uint8,
+    round_into,
     upsample,
-    ycbcr_to_rgb,
+    ycbcr_planes_to_rgb,
 )
 from sknmf.image._format import (
+    DEFAULT_MAX_PIXELS,
     KIND_NMF,
     KIND_RAW,
     MAGIC,
@@ -39,7 +40,10 @@ from sknmf.image._format import (
     MAX_PATCH,
     MAX_PIXELS,
     MAX_SIDE,
+    WORK_PER_PIXEL,
+    DecompressionBombError,
     Plane,
+    check_budget,
     pack,
     parse,
     plane_shape,
@@ -55,9 +59,12 @@ from sknmf.image._quantise import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "FIT_ITER",
     "MAGIC",
+    "WORK_PER_PIXEL",
     "CodecSettings",
+    "DecompressionBombError",
     "codec_settings",
     "compress",
     "decompress",
@@ -75,6 +82,8 @@ __all__ = [
 FIT_ITER = 200
 _MIN_FIT_ROWS = 2048
 _ROWS_PER_ATOM = 32
+# Patches the decoder turns into pixels per matrix product (a band of the plane).
+_DECODE_PATCHES = 4096
 
 # Settings picked by ``quality``: (quality, luma components, chroma components,
 # code bits). The points lie on the upper convex hull of PSNR against bpp over a
@@ -163,8 +172,9 @@ def compress(
         4:2:0).
     estimator : estimator, default=None
         The factoriser: any unfitted estimator with ``n_components``,
-        ``fit`` and ``components_``, e.g. a configured :class:`sknmf.DeepNMF` or
-        :class:`sklearn.decomposition.NMF`. It is cloned per plane with
+        ``fit`` and nonnegative, finite ``components_``, e.g. a configured
+        :class:`sknmf.DeepNMF` or :class:`sklearn.decomposition.NMF` (PCA's
+        signed components are refused). It is cloned per plane with
         ``n_components`` set. ``None`` uses a fast float32 :class:`sknmf.DeepNMF`.
     random_state : int, RandomState instance or None, default=0
         Seed of the default estimator (the codec is deterministic by default).
@@ -221,13 +231,23 @@ def compress(
     return pack(image.shape, color, stored)
 
 
-def decompress(data) -> np.ndarray:
+def decompress(data, *, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode bytes made by :func:`compress` into a uint8 image.
 
     Parameters
     ----------
     data : bytes-like
-        A compressed image. Nothing else is needed to decode it.
+        A compressed image: bytes, bytearray, memoryview, a numpy uint8 array or
+        any other object of the buffer protocol. Nothing else is needed to
+        decode it.
+    max_pixels : int or None, default=2**25
+        Decompression-bomb guard, like Pillow's ``Image.MAX_IMAGE_PIXELS``: a
+        file declaring more pixels than this, or more decoding work (patches x
+        atoms x patch pixels) than ``WORK_PER_PIXEL`` (256) per pixel of it, is
+        refused from its header, before anything is allocated. The default,
+        ``2**25`` (33,554,432 pixels: an 8K UHD frame fits), bounds a decode to
+        about 0.8 GB of memory. ``None`` disables the guard: use it, or a
+        larger value, for files you trust.
 
     Returns
     -------
@@ -236,9 +256,13 @@ def decompress(data) -> np.ndarray:
 
     Raises
     ------
+    DecompressionBombError
+        A ``ValueError``: the file is valid but exceeds ``max_pixels``.
     ValueError
         If ``data`` is truncated, damaged (checksum), foreign (magic), from a
         newer format version, or describes impossible dimensions.
+    TypeError
+        If ``data`` is not bytes-like.
 
     See Also
     --------
@@ -254,22 +278,21 @@ def decompress(data) -> np.ndarray:
     dtype('uint8')
     """
     info = parse(data)
+    check_budget(info, max_pixels)
     h, w = info["shape"][:2]
-    decoded = [
-        arrays if rec.kind == KIND_RAW else _decode_plane(rec, arrays, h, w)
-        for rec, arrays in zip(info["_planes"], read_planes(info))
-    ]
-    n_channels, color = info["n_channels"], info["color"]
-    if n_channels == 1:
-        out = to_uint8(decoded[0])
+    records, stored = info["_planes"], read_planes(info)
+    out = np.empty((h, w, info["n_channels"]), dtype=np.uint8)
+    # Plane by plane into the uint8 result: gray and RGB planes are rounded as
+    # soon as they are decoded; YCbCr needs its three planes at once.
+    if info["color"] == "ycbcr":
+        y, cb, cr = (_decode_plane(records[i], stored[i], h, w) for i in range(3))
+        ycbcr_planes_to_rgb(y, cb, cr, out=out[..., :3])
+        del y, cb, cr
     else:
-        color_planes = np.stack(decoded[:3], axis=-1)
-        if color == "ycbcr":
-            out = ycbcr_to_rgb(color_planes)
-        else:
-            out = to_uint8(color_planes)
-        if n_channels == 4:
-            out = np.concatenate([out, decoded[3][..., None]], axis=-1)
+        for i in range(min(3, info["n_channels"])):
+            round_into(_decode_plane(records[i], stored[i], h, w), out[..., i])
+    if info["n_channels"] == 4:
+        out[..., 3] = stored[3]
     return out.reshape(info["shape"])
 
 
@@ -349,18 +372,28 @@ def save(path, image, **params) -> int:
     return len(data)
 
 
-def load(path) -> np.ndarray:
+def load(path, *, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read and decode a file written by :func:`save`.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file.
+    max_pixels : int or None, default=2**25
+        The decompression-bomb guard of :func:`decompress` (``2**25`` pixels;
+        ``None`` disables it).
 
     Returns
     -------
     image : ndarray of uint8
         The decoded image.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be read.
+    ValueError
+        As :func:`decompress` (including its ``DecompressionBombError``).
 
     See Also
     --------
@@ -377,19 +410,20 @@ def load(path) -> np.ndarray:
     (8, 8, 3)
     """
     with open(os.fspath(path), "rb") as f:
-        # One byte more than the largest header-allowed file would be pointless;
-        # the parser checks the length against the header anyway.
+        # The parser checks the length against the header anyway.
         data = f.read()
-    return decompress(data)
+    return decompress(data, max_pixels=max_pixels)
 
 
-def stored_atoms(data) -> list:
+def stored_atoms(data, *, max_pixels=DEFAULT_MAX_PIXELS) -> list:
     """The atoms stored in a compressed image, one ``(K, ph, pw)`` array per plane.
 
     Parameters
     ----------
     data : bytes-like
         A compressed image.
+    max_pixels : int or None, default=2**25
+        The decompression-bomb guard of :func:`decompress`.
 
     Returns
     -------
@@ -411,6 +445,7 @@ def stored_atoms(data) -> list:
     [(3, 8, 8)]
     """
     info = parse(data)
+    check_budget(info, max_pixels)
     out = []
     for rec, arrays in zip(info["_planes"], read_planes(info)):
         if rec.kind == KIND_RAW:
@@ -624,6 +659,21 @@ def _fit_dictionary(X, n_components, estimator, random_state):
             f"estimator {type(est).__name__} gave components_ of shape {H.shape}; "
             f"expected (n_components, {X.shape[1]})."
         )
+    # The file stores nonnegative 8-bit atoms: negative entries would be clipped
+    # and NaN ones zeroed, and the image decoded from them is garbage.
+    if not np.all(np.isfinite(H)):
+        raise ValueError(
+            f"estimator {type(est).__name__} gave components_ with NaN or infinite "
+            "entries; the codec needs a nonnegative factoriser that converges on "
+            "the patches (e.g. sknmf.DeepNMF or sklearn.decomposition.NMF)."
+        )
+    if np.any(H < 0):
+        raise ValueError(
+            f"estimator {type(est).__name__} gave components_ with negative entries "
+            f"(min {H.min():.3g}); the codec stores nonnegative atoms: use a "
+            "nonnegative factoriser such as sknmf.DeepNMF or "
+            "sklearn.decomposition.NMF."
+        )
     return H
 
 
@@ -657,13 +707,24 @@ def _encode_plane(plane, k, sub, patch, bits, estimator, random_state):
 
 
 def _decode_plane(rec: Plane, arrays, h: int, w: int) -> np.ndarray:
-    """The float32 pixels of an NMF plane from its stored arrays."""
+    """The float32 pixels of an NMF plane from its stored arrays (a new array)."""
     q, scale, codes = arrays
     D = dictionary_atoms(q, scale)
-    W = codes.astype(np.float32) * np.float32(rec.step)
-    rows = W @ D
+    step = np.float32(rec.step)
     sh, sw = plane_shape(rec, h, w)
-    patches = ImagePatches((rec.ph, rec.pw))
-    patches.fit(np.zeros((min(sh, rec.ph), min(sw, rec.pw)), dtype=np.float32))
-    small = patches.inverse_transform(rows, image_shape=(sh, sw))
-    return upsample(small, rec.sub, h, w)
+    ph, pw = rec.ph, rec.pw
+    gh, gw = -(-sh // ph), -(-sw // pw)
+    # The codes cover the padded plane patch by patch, row-major over the patch
+    # grid, without overlap (ImagePatches' layout): a band of grid rows at a
+    # time goes from codes to pixels, so the float codes and patch rows never
+    # exist for the whole plane at once.
+    padded = np.empty((gh * ph, gw * pw), dtype=np.float32)
+    band = max(1, _DECODE_PATCHES // gw)
+    for top in range(0, gh, band):
+        b = min(band, gh - top)
+        W = codes[top * gw : (top + b) * gw].astype(np.float32) * step
+        rows = W @ D
+        padded[top * ph : (top + b) * ph] = (
+            rows.reshape(b, gw, ph, pw).transpose(0, 2, 1, 3).reshape(b * ph, gw * pw)
+        )
+    return upsample(padded[:sh, :sw], rec.sub, h, w)

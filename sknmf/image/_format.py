@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import lzma
 import math
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ import numpy as np
 
 __all__ = [
     "COLORS",
+    "DEFAULT_MAX_PIXELS",
     "FLAG_PATCH_MAJOR",
     "KIND_NMF",
     "KIND_RAW",
@@ -49,7 +51,11 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_SIDE",
     "VERSION",
+    "WORK_PER_PIXEL",
+    "DecompressionBombError",
     "Plane",
+    "check_budget",
+    "decode_work",
     "inflate",
     "lzma_filters",
     "n_patches",
@@ -69,6 +75,18 @@ MAX_COMPONENTS = 4096
 MAX_PATCH = 64
 MAX_LAYERS = 16
 
+# The decoder's budget (see check_budget). The format allows 2**28 pixels, and a
+# file of a few KB may declare them. Decoding holds about 5 bytes per pixel of a
+# gray image, 7 of an RGB one and 24 of a YCbCr one (its three float32 planes,
+# two temporaries and the result): at the default of 2**25 pixels (an 8K UHD
+# frame, 7680x4320, fits; 8192x8192 does not) a decode peaks at about 0.8 GB.
+# Decoding multiplies every patch's codes by the atoms: patches x atoms x patch
+# pixels multiply-adds, which a file may make thousands per pixel. The codec's
+# heaviest quality setting needs 192 per pixel (three planes of 64 atoms of 8x8
+# patches), so 256 per budgeted pixel is allowed.
+DEFAULT_MAX_PIXELS = 1 << 25
+WORK_PER_PIXEL = 256
+
 # Colour transform ids as stored; "gray" is the only one of a 1-channel image.
 COLORS = {"gray": 0, "rgb": 1, "ycbcr": 2}
 _COLOR_NAMES = {v: k for k, v in COLORS.items()}
@@ -80,6 +98,31 @@ _IMAGE = struct.Struct("<IIBBBB")  # h, w, channels, channel axis, colour, n_pla
 _PLANE = struct.Struct("<BBBBHBBf")  # kind, sub, ph, pw, K, bits, n_layers, step
 _LAYER = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+
+
+class DecompressionBombError(ValueError):
+    """A valid file whose decoding would exceed the caller's budget.
+
+    Raised by :func:`sknmf.image.decompress` and :func:`sknmf.image.load` before
+    anything is allocated, when the header declares more pixels than
+    ``max_pixels``, or more decoding work (patches x atoms x patch pixels) than
+    256 multiply-adds per pixel of ``max_pixels``. It is a ``ValueError``, like
+    every refusal of the decoder; pass a larger ``max_pixels`` (or ``None``) to
+    decode a file you trust.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknmf.image import DecompressionBombError, compress, decompress
+    >>> data = compress(np.zeros((64, 64), dtype=np.uint8))
+    >>> try:
+    ...     decompress(data, max_pixels=1000)
+    ... except DecompressionBombError as exc:
+    ...     print(exc)
+    the file declares a 64x64 image (4096 pixels), more than max_pixels=1000; ...
+    >>> decompress(data, max_pixels=4096).shape
+    (64, 64)
+    """
 
 
 @dataclass(frozen=True)
@@ -218,7 +261,8 @@ def parse(data) -> dict:
     Parameters
     ----------
     data : bytes-like
-        A compressed image.
+        A compressed image: any object of the buffer protocol (bytes,
+        bytearray, memoryview, a numpy uint8 array...).
 
     Returns
     -------
@@ -230,14 +274,25 @@ def parse(data) -> dict:
     Raises
     ------
     TypeError
-        If ``data`` is not bytes-like.
+        If ``data`` is not bytes-like (a buffer of 1-byte items).
     ValueError
         If ``data`` is truncated, damaged (checksum), foreign (magic), from a
         newer format version, or describes impossible dimensions.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes; got {type(data).__name__}.")
-    data = bytes(data)
+    try:
+        # Any buffer of bytes: bytes, bytearray, memoryview, mmap, a uint8 array.
+        view = memoryview(data)
+    except TypeError:
+        view = None
+    if view is None or view.itemsize != 1:
+        what = type(data).__name__
+        if view is not None:
+            what += f" of {view.itemsize}-byte items (format {view.format!r})"
+        raise TypeError(
+            "data must be bytes-like (bytes, bytearray, memoryview, a uint8 "
+            f"ndarray); got {what}."
+        )
+    data = view.tobytes()
     if len(data) < _PREFIX.size + 8:
         raise ValueError(
             f"not an sknmf image: {len(data)} bytes is shorter than the smallest file."
@@ -359,6 +414,68 @@ def _check_plane(rec: Plane, index: int, n_channels: int) -> None:
         or any(b > a for a, b in zip(rec.layers, rec.layers[1:]))
     ):
         raise ValueError(f"{where} has inconsistent layer sizes {rec.layers}.")
+
+
+def decode_work(info: dict) -> int:
+    """Multiply-adds of decoding a parsed file: patches x atoms x patch pixels.
+
+    Summed over the NMF planes; it also bounds the memory of the dictionaries
+    (atoms x patch pixels) and of the codes (patches x atoms), which the header
+    alone fixes.
+    """
+    h, w = info["shape"][:2]
+    return sum(
+        n_patches(rec, h, w) * rec.n_components * rec.ph * rec.pw
+        for rec in info["_planes"]
+        if rec.kind == KIND_NMF
+    )
+
+
+def check_budget(info: dict, max_pixels) -> None:
+    """Refuse a parsed file that costs more than ``max_pixels`` allows.
+
+    Parameters
+    ----------
+    info : dict
+        What :func:`parse` returned: only the header is read, nothing is
+        allocated.
+    max_pixels : int or None
+        The most pixels the image may have; its decoding work may be at most
+        :data:`WORK_PER_PIXEL` multiply-adds per pixel of this budget. ``None``
+        disables both checks.
+
+    Raises
+    ------
+    DecompressionBombError
+        If the file declares more pixels or work than the budget.
+    TypeError, ValueError
+        If ``max_pixels`` is neither ``None`` nor a positive int.
+    """
+    if max_pixels is None:
+        return
+    if not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool):
+        raise TypeError(
+            f"max_pixels must be a positive int or None; got {max_pixels!r}."
+        )
+    if max_pixels < 1:
+        raise ValueError(
+            f"max_pixels must be a positive int or None; got {max_pixels}."
+        )
+    h, w = info["shape"][:2]
+    if h * w > max_pixels:
+        raise DecompressionBombError(
+            f"the file declares a {h}x{w} image ({h * w} pixels), more than "
+            f"max_pixels={max_pixels}; pass a larger max_pixels, or None, to decode "
+            "a file you trust."
+        )
+    work = decode_work(info)
+    if work > WORK_PER_PIXEL * max_pixels:
+        raise DecompressionBombError(
+            f"decoding the file takes {work} multiply-adds (patches x atoms x patch "
+            f"pixels), more than {WORK_PER_PIXEL} per pixel of max_pixels="
+            f"{max_pixels}; pass a larger max_pixels, or None, to decode a file you "
+            "trust."
+        )
 
 
 def inflate(payload: bytes, raw_size: int) -> bytes:

@@ -1,5 +1,8 @@
 """Tests of the expression data: the synthetic generator and the folder loader."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -296,3 +299,95 @@ def test_sequences_per_subject_and_weights():
 def test_bad_hard_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_expression_videos(8, **kwargs)
+
+
+# load_expression_folder: 16-bit, float and oversized frames ---------------------------
+
+
+def test_loader_scales_16_bit_frames_by_their_range(tmp_path):
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    values = np.array([[0, 1000, 30000], [40000, 65535, 257]], dtype=np.uint16)
+    Image.fromarray(values).save(seq / "0.png")
+    Image.fromarray(np.full((2, 3), 128, dtype=np.uint8)).save(seq / "1.png")
+    with Image.open(seq / "0.png") as img:
+        assert img.mode == "I;16"  # the file really is 16-bit
+    X, _, _ = load_expression_folder(tmp_path)
+    np.testing.assert_allclose(X[0, 0], values / 65535.0, rtol=1e-6)
+    np.testing.assert_allclose(X[0, 1], 128 / 255.0, rtol=1e-6)
+    X, _, _ = load_expression_folder(tmp_path, grayscale=False)
+    assert X.shape == (1, 2, 2, 3, 3)
+    for c in range(3):
+        np.testing.assert_allclose(X[0, 0, ..., c], values / 65535.0, rtol=1e-6)
+
+
+def test_loader_reads_float_frames_as_they_are(tmp_path):
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    values = np.array([[0.0, 0.25, 0.5], [0.75, 1.0, 0.125]], dtype=np.float32)
+    Image.fromarray(values).save(seq / "0.tif")
+    with Image.open(seq / "0.tif") as img:
+        assert img.mode == "F"
+    X, _, _ = load_expression_folder(tmp_path)
+    np.testing.assert_array_equal(X[0, 0], values)
+    # A constant frame resized stays that constant (bilinear weights sum to one).
+    Image.fromarray(np.full((4, 6), 0.375, dtype=np.float32)).save(seq / "0.tif")
+    X, _, _ = load_expression_folder(tmp_path, image_size=(2, 3))
+    assert X.shape == (1, 1, 2, 3)
+    np.testing.assert_allclose(X, 0.375, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (np.array([[0.0, 255.0]], dtype=np.float32), "outside \\[0, 1\\]"),
+        (np.array([[np.nan, np.nan]], dtype=np.float32), "NaN or infinite"),
+        (np.array([[-1, 70000]], dtype=np.int32), "outside 0-65535"),
+    ],
+)
+def test_loader_refuses_wide_frames_out_of_range(tmp_path, values, match):
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    Image.fromarray(values).save(seq / "0.tif")
+    with pytest.raises(ValueError, match=f"0.tif.*{match}"):
+        load_expression_folder(tmp_path)
+
+
+def _png_header_only(width, height):
+    """A tiny PNG declaring ``width x height`` 8-bit gray pixels (no real data)."""
+
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [30000, 10000])
+def test_loader_refuses_decompression_bombs_naming_the_file(tmp_path, side):
+    # 30000**2 is above twice Pillow's MAX_IMAGE_PIXELS (Pillow raises), 10000**2
+    # between once and twice (Pillow only warns): both are refused from the header.
+    assert Image.MAX_IMAGE_PIXELS < side * side
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    (seq / "0.png").write_bytes(_png_header_only(side, side))
+    with pytest.raises(ValueError, match="0.png.*decompression-bomb limit"):
+        load_expression_folder(tmp_path)
+
+
+def test_loader_reads_32_bit_integer_frames_as_16_bit(tmp_path):
+    # Mode "I" (32-bit integers, where some Pillow versions read 16-bit PNGs).
+    seq = tmp_path / "happy" / "s1"
+    seq.mkdir(parents=True)
+    values = np.array([[0, 255, 65535]], dtype=np.int32)
+    Image.fromarray(values).save(seq / "0.tif")
+    with Image.open(seq / "0.tif") as img:
+        assert img.mode == "I"
+    X, _, _ = load_expression_folder(tmp_path)
+    np.testing.assert_allclose(X[0, 0], values / 65535.0, rtol=1e-6)

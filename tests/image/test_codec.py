@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 from sklearn.datasets import load_sample_image
-from sklearn.decomposition import NMF
+from sklearn.decomposition import NMF, PCA
 
 from sknmf.image import (
     bits_per_pixel,
@@ -184,3 +184,26 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     assert path.stat().st_mode == plain.stat().st_mode  # the umask applies
+
+
+class _NaNNMF(NMF):
+    """An NMF whose fit leaves a NaN in its components (a broken factoriser)."""
+
+    def fit(self, X, y=None):
+        super().fit(X)
+        self.components_[0, 0] = np.nan
+        return self
+
+
+@pytest.mark.parametrize(
+    "estimator, match",
+    [(PCA(), "PCA gave components_ with negative"), (_NaNNMF(max_iter=20), "NaN")],
+)
+def test_estimator_without_nonnegative_components_is_refused(estimator, match):
+    # The file stores nonnegative atoms: signed (PCA) or NaN components would be
+    # clipped into a garbage image rather than an error.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    with pytest.raises(ValueError, match=match) as info:
+        compress(image, n_components=4, estimator=estimator)
+    assert "nonnegative" in str(info.value)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_sample_image
 
-from sknmf.image import _format, compress, decompress, read_header
+from sknmf.image import (
+    DecompressionBombError,
+    _format,
+    compress,
+    decompress,
+    load,
+    read_header,
+)
+from sknmf.image._codec import DEFAULT_MAX_PIXELS, stored_atoms
 from sknmf.image._format import MAGIC
 
 
@@ -264,3 +272,212 @@ def test_a_code_beyond_its_width_is_refused():
         _format.read_planes(
             _format.parse(_format.pack((2, 2), "gray", [(rec, (q, bad, codes - 8))]))
         )
+
+
+# --------------------------------------------------------------------------- #
+# The decoder's budget: valid files that would cost too much
+# --------------------------------------------------------------------------- #
+
+
+def test_declared_pixels_beyond_the_budget_refused_before_allocating(
+    small_file, tmp_path
+):
+    # A valid header declaring 8192x8192 (the payload no longer matches, which
+    # only decoding would notice): the budget refuses it from the header.
+    data = _patch_header(small_file, H_OFF, "<I", 8192)
+    data = _patch_header(data, W_OFF, "<I", 8192)
+    assert DEFAULT_MAX_PIXELS < 8192 * 8192
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionBombError, match="8192x8192.*max_pixels"):
+            decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert issubclass(DecompressionBombError, ValueError)
+    path = tmp_path / "bomb.sknmf"
+    path.write_bytes(data)
+    with pytest.raises(DecompressionBombError, match="max_pixels"):
+        load(path)
+    with pytest.raises(DecompressionBombError, match="max_pixels"):
+        stored_atoms(data)
+    # Without the guard, decoding goes on and finds the payload too short.
+    with pytest.raises(ValueError, match="payload") as info:
+        decompress(data, max_pixels=None)
+    assert not isinstance(info.value, DecompressionBombError)
+
+
+def test_the_pixel_budget_is_inclusive(small_file, tmp_path):
+    h, w = read_header(small_file)["shape"][:2]
+    assert decompress(small_file, max_pixels=h * w).shape == (h, w, 3)
+    with pytest.raises(DecompressionBombError, match=f"{h}x{w}"):
+        decompress(small_file, max_pixels=h * w - 1)
+    path = tmp_path / "small.sknmf"
+    path.write_bytes(small_file)
+    with pytest.raises(DecompressionBombError):
+        load(path, max_pixels=h * w - 1)
+    assert load(path, max_pixels=None).shape == (h, w, 3)
+
+
+def _one_patch_file(patch, k):
+    """A 1x1 gray file of one ``patch x patch`` patch and ``k`` atoms."""
+    rec = _format.Plane(_format.KIND_NMF, 1, patch, patch, k, 8, (), 1.0)
+    q = np.zeros((k, patch * patch), dtype=np.uint8)
+    codes = np.zeros((1, k), dtype=np.uint8)
+    return _format.pack((1, 1), "gray", [(rec, (q, np.ones(k, np.float32), codes))])
+
+
+def test_decoding_work_is_bounded_by_the_budget():
+    # One 16x16 patch and 256 atoms: 1 x 256 x 256 multiply-adds for one pixel,
+    # which a budget of 256 pixels (256 multiply-adds per pixel) just allows.
+    data = _one_patch_file(16, 256)
+    assert _format.decode_work(_format.parse(data)) == 256 * 256
+    assert _format.WORK_PER_PIXEL == 256
+    np.testing.assert_array_equal(decompress(data, max_pixels=256), [[0]])
+    with pytest.raises(DecompressionBombError, match="65536 multiply-adds"):
+        decompress(data, max_pixels=255)
+
+
+def test_many_large_atoms_refused_from_the_header(small_file):
+    # 2048x2048 pixels (within the pixel budget) cut into 64x64 patches with
+    # 4096 atoms: 1024 patches x 4096 atoms x 4096 pixels to multiply.
+    data = _patch_header(small_file, H_OFF, "<I", 2048)
+    data = _patch_header(data, W_OFF, "<I", 2048)
+    data = _patch_header(data, PLANE0 + 2, "<B", 64)
+    data = _patch_header(data, PLANE0 + 3, "<B", 64)
+    data = _patch_header(data, PLANE0 + 4, "<H", 4096)
+    assert read_header(data)["planes"][0]["n_components"] == 4096
+    # The two chroma planes: 1024x1024 after subsampling, in 8x8 patches.
+    chroma = read_header(data)["planes"][1:]
+    assert [p["patch_size"] for p in chroma] == [(8, 8)] * 2
+    expected = 1024 * 4096 * 4096 + sum(
+        128 * 128 * p["n_components"] * 64 for p in chroma
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionBombError, match=f"{expected} multiply-adds"):
+            decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)],
+)
+def test_bad_max_pixels(small_file, value, error):
+    with pytest.raises(error, match="max_pixels"):
+        decompress(small_file, max_pixels=value)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        bytes,
+        bytearray,
+        memoryview,
+        lambda d: np.frombuffer(d, dtype=np.uint8),
+        lambda d: np.frombuffer(d, dtype=np.uint8).copy(),
+        lambda d: np.repeat(np.frombuffer(d, np.uint8), 2)[::2],  # strided
+    ],
+)
+def test_any_bytes_like_object_decodes(small_file, wrap):
+    expected = decompress(small_file)
+    np.testing.assert_array_equal(decompress(wrap(small_file)), expected)
+    assert read_header(wrap(small_file)) == read_header(small_file)
+
+
+# --------------------------------------------------------------------------- #
+# Decoding: against a plain reference, in bounded memory
+# --------------------------------------------------------------------------- #
+
+
+def _random_file(shape, color, subs, patch=4, k=3, bits=8, seed=0):
+    rng = np.random.default_rng(seed)
+    h, w = shape[:2]
+    planes = []
+    for sub in subs:
+        rec = _format.Plane(_format.KIND_NMF, sub, patch, patch, k, bits, (), 0.25)
+        n = _format.n_patches(rec, h, w)
+        q = rng.integers(0, 256, (k, patch * patch), dtype=np.uint8)
+        scale = (rng.random(k) / 40).astype(np.float32)
+        planes.append((rec, (q, scale, rng.integers(0, 1 << bits, (n, k)))))
+    return _format.pack(shape, color, planes)
+
+
+def _reference_planes(data):
+    """Every plane's float pixels: W @ D, rebuilt by ImagePatches, upsampled."""
+    from PIL import Image
+
+    from sknmf.image import ImagePatches
+
+    info = _format.parse(data)
+    h, w = info["shape"][:2]
+    out = []
+    for rec, (q, scale, codes) in zip(info["_planes"], _format.read_planes(info)):
+        atoms = q.astype(np.float32) * scale[:, None]
+        rows = (codes.astype(np.float32) * np.float32(rec.step)) @ atoms
+        sh, sw = _format.plane_shape(rec, h, w)
+        patches = ImagePatches((rec.ph, rec.pw)).fit(np.zeros((sh, sw), np.float32))
+        plane = patches.inverse_transform(rows, image_shape=(sh, sw))
+        if rec.sub == 2:
+            big = Image.fromarray(plane).resize((2 * sw, 2 * sh), Image.BILINEAR)
+            plane = np.asarray(big)[:h, :w]
+        out.append(plane.astype(np.float64))
+    return out
+
+
+@pytest.mark.parametrize("band", [1, 3, 4096])
+@pytest.mark.parametrize(
+    "shape, color, subs",
+    [
+        ((13, 22), "gray", (1,)),
+        ((13, 22, 3), "rgb", (1, 1, 1)),
+        ((13, 22, 3), "rgb", (1, 2, 2)),  # legal, though the encoder never does it
+        ((13, 22, 3), "ycbcr", (1, 2, 2)),
+    ],
+)
+def test_decoding_matches_a_plain_reference(monkeypatch, band, shape, color, subs):
+    from sknmf.image import _codec
+
+    # Bands of 1 or 3 patches cut the plane mid-row of the patch grid too.
+    monkeypatch.setattr(_codec, "_DECODE_PATCHES", band)
+    data = _random_file(shape, color, subs)
+    planes = _reference_planes(data)
+    if color == "ycbcr":
+        y, cb, cr = planes[0], planes[1] - 128, planes[2] - 128
+        rgb = [y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb]
+        expected = np.clip(np.rint(np.stack(rgb, -1)), 0, 255)
+        tolerance = 1  # float32 against float64 arithmetic
+    else:
+        expected = np.clip(np.rint(np.stack(planes, -1)), 0, 255).reshape(shape)
+        tolerance = 0
+    got = decompress(data)
+    assert got.shape == shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected).max() <= tolerance
+    assert np.mean(got == expected) > 0.99
+
+
+def test_decoding_memory_is_a_few_bytes_per_pixel():
+    # A 1024x1024 YCbCr image: the decoder holds its three float32 planes, two
+    # float32 temporaries and the uint8 result (about 23 bytes per pixel; the
+    # previous decoder took 65). Pillow's own buffers are not traced.
+    data = _random_file((1024, 1024, 3), "ycbcr", (1, 2, 2), patch=8, k=8)
+    tracemalloc.start()
+    try:
+        decompress(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * 1024 * 1024, peak / 1024**2
+
+
+@pytest.mark.parametrize(
+    "data", ["text", [1, 2, 3], None, np.zeros((4, 4)), np.array([b"x"], object)]
+)
+def test_what_is_not_bytes_like_is_a_type_error(data):
+    with pytest.raises(TypeError, match="bytes-like"):
+        decompress(data)
