@@ -35,6 +35,7 @@ def photo_png(tmp_path_factory):
     return path, image
 
 
+@pytest.mark.slow  # three interpreters importing torch: ~10 s on 2 busy cores
 def test_compress_info_decompress(photo_png, tmp_path):
     src, image = photo_png
     packed, out = tmp_path / "flower.sknmf", tmp_path / "flower_out.png"
@@ -169,6 +170,7 @@ def _one_line_error(res, code, *fragments):
     return lines
 
 
+@pytest.mark.slow  # a real interpreter importing torch
 def test_exit_codes_through_the_console(tmp_path):
     # The exit status reaches the shell: 1 for errors, 2 for bad options.
     lines = _one_line_error(sknmf("info", tmp_path / "missing.sknmf"), 1, "no such")
@@ -310,7 +312,17 @@ def test_lazy_package_names():
         package.nope  # noqa: B018
 
 
-def test_compress_progress_only_on_a_terminal(tiny_png, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def quick_codec(monkeypatch):
+    """A smaller fitting budget: these tests check the command, not the codec."""
+    from sknmf.image import _codec
+
+    monkeypatch.setattr(_codec, "FIT_ITER", 20)
+
+
+def test_compress_progress_only_on_a_terminal(
+    tiny_png, tmp_path, capsys, monkeypatch, quick_codec
+):
     from sknmf import cli
     from sknmf.image import compress
 
@@ -332,7 +344,7 @@ def test_compress_progress_only_on_a_terminal(tiny_png, tmp_path, capsys, monkey
 
 
 def test_compress_reports_the_wall_time_of_the_whole_command(
-    tiny_png, tmp_path, capsys, monkeypatch
+    tiny_png, tmp_path, capsys, monkeypatch, quick_codec
 ):
     # Reading the input is part of what the user waits for: a slow read shows
     # in the reported time (the old line reported the encoding alone).
@@ -360,7 +372,7 @@ def test_compress_reports_the_wall_time_of_the_whole_command(
 
 
 @pytest.fixture
-def packed(tiny_png, tmp_path, capsys):
+def packed(tiny_png, tmp_path, capsys, quick_codec):
     path = tmp_path / "tiny.sknmf"
     assert run_main(capsys, "compress", tiny_png, path).returncode == 0
     return path

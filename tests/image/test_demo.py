@@ -9,6 +9,7 @@ import pytest
 from sknmf.image import _demo
 
 
+@pytest.mark.slow  # every fit of the demo, on crops: ~5-10 s on 2 busy cores
 def test_demo_writes_figures(tmp_path, monkeypatch):
     # The full demo runs the sample photos (checked by hand and in the docs);
     # here the same code path runs on small crops in-process, with a small
