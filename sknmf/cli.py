@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-# Pillow's own default of ``Image.MAX_IMAGE_PIXELS`` (about 9459 x 9459): the same
-# rule and number, so a decompression bomb is refused before any pixel is decoded.
+# Pillow's default ``Image.MAX_IMAGE_PIXELS`` (about 9459 x 9459), counted as Pillow
+# counts (width x height) and read from the header before any pixel is decoded.
+# Pillow only warns between this and twice it; the command refuses above it.
 MAX_PIXELS = 89_478_485
 
 # Formats whose writer re-encodes lossy by default; refused before decoding unless
