@@ -9,6 +9,9 @@ The command imports nothing outside ``sknmf`` (and its dependencies) and never
 touches ``sys.path``: it works the same from a wheel as from a checkout. The
 benchmark suite is not part of the package; run it from a clone with
 ``python benchmarks/run.py``.
+
+Start-up is cheap: ``sknmf --help`` and ``--version`` import neither numpy nor
+torch; each subcommand imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -19,10 +22,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["main"]
+
+# Pillow's default ``Image.MAX_IMAGE_PIXELS`` (about 9459 x 9459), counted as Pillow
+# counts (width x height) and read from the header before any pixel is decoded.
+# Pillow only warns between this and twice it; the command refuses above it.
+MAX_PIXELS = 89_478_485
+
+# Formats whose writer re-encodes lossy by default; refused before decoding unless
+# --allow-lossy. Any other format is checked by reading its bytes back.
+_LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
 
 
 class CLIError(Exception):
@@ -42,14 +56,40 @@ class _Command:
 # --------------------------------------------------------------------------- #
 
 
-def _read_image(path: str) -> np.ndarray:
-    """Read any image Pillow opens as uint8 gray, RGB or RGBA."""
-    from PIL import Image, UnidentifiedImageError
-
+def _check_input_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory; give a file")
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
+
+
+def _check_pixels(path: str, shape, max_pixels: int) -> None:
+    """Refuse an image above the pixel budget (``max_pixels=0``: no budget)."""
+    n_pixels = int(shape[0]) * int(shape[1])
+    if max_pixels and n_pixels > max_pixels:
+        raise CLIError(
+            f"{path}: {shape[1]}x{shape[0]} is {n_pixels} pixels, above the budget "
+            f"of {max_pixels} (--max-pixels; 0 lifts it)"
+        )
+
+
+def _read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read any image Pillow opens as uint8 gray, RGB or RGBA.
+
+    The size is checked from the header, before any pixel is decoded: a small
+    file declaring a huge image is refused at once.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    _check_input_file(path)
+    # The budget is ours (checked below); Pillow's own check, with its fixed
+    # limit and a warning before the error, is off while the header is read.
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as im:
+            _check_pixels(path, im.size[::-1], max_pixels)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -67,35 +107,74 @@ def _read_image(path: str) -> np.ndarray:
             return np.asarray(converted, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CLIError(f"{path}: cannot read image ({exc})") from exc
+    except MemoryError:
+        raise CLIError(f"{path}: not enough memory to decode this image") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def _write_image(path: str, image: np.ndarray) -> None:
+def _image_format(path: str) -> str:
+    """Pillow's format name for the extension of ``path``."""
     from PIL import Image
 
-    from sknmf.image._codec import write_atomically
-
-    # The format comes from the extension, as Pillow's own save does; the
-    # bytes go through a temporary file, which has no meaningful extension.
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise CLIError(
             f"{path}: cannot write this image format (unknown extension); use an "
             "extension Pillow knows, e.g. .png"
         )
+    return fmt
+
+
+def _lossy_refusal(path: str, fmt: str, why: str) -> CLIError:
+    return CLIError(
+        f"{path}: {fmt} {why}; write .png (or .bmp, .tif) to keep the decoded "
+        "image exact, or pass --allow-lossy"
+    )
+
+
+def _write_image(path: str, image: np.ndarray, *, allow_lossy: bool = False) -> None:
+    """Write ``image`` atomically in the format of the extension.
+
+    Unless ``allow_lossy``, the encoded bytes are read back and must give the
+    same pixels: a format that would change them is refused, nothing written.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sknmf.image._codec import write_atomically
+
+    fmt = _image_format(path)
+    if fmt in _LOSSY_FORMATS and not allow_lossy:
+        raise _lossy_refusal(path, fmt, "re-encodes the image lossy")
+    pil = Image.fromarray(image)
+    buf = io.BytesIO()
     try:
-        write_atomically(path, lambda f: Image.fromarray(image).save(f, format=fmt))
-    except (ValueError, KeyError) as exc:
+        pil.save(buf, format=fmt)
+    except (ValueError, KeyError, OSError) as exc:
         raise CLIError(
             f"{path}: cannot write this image format ({exc}); use an extension "
             "Pillow knows, e.g. .png"
         ) from exc
+    data = buf.getvalue()
+    if not allow_lossy:
+        try:
+            with Image.open(io.BytesIO(data)) as back:
+                same = np.array_equal(np.asarray(back.convert(pil.mode)), image)
+        except Exception:  # a file Pillow cannot read back is not exact either
+            same = False
+        if not same:
+            raise _lossy_refusal(path, fmt, "does not store this image exactly")
+    try:
+        write_atomically(path, lambda f: f.write(data))
     except OSError as exc:
         raise CLIError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _read_bytes(path: str) -> bytes:
-    if not os.path.isfile(path):
-        raise CLIError(f"{path}: no such file")
+    _check_input_file(path)
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -195,6 +274,24 @@ def _add_compress_arguments(p: argparse.ArgumentParser) -> None:
         help="chroma subsampling per side (default: 2, as JPEG's 4:2:0)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_max_pixels(p, "input image")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (it is shown only when stderr is a terminal)",
+    )
+
+
+def _add_max_pixels(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=_int_in(0, 1 << 62),
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse an {what} of more than N pixels (width x height), checked "
+        "from the header before decoding, as Pillow's MAX_IMAGE_PIXELS; "
+        f"default: {MAX_PIXELS} (Pillow's default, about 9459x9459); 0: no limit",
+    )
 
 
 def _check_distinct(source: str, target: str) -> None:
@@ -210,12 +307,114 @@ def _check_distinct(source: str, target: str) -> None:
         )
 
 
+class _Progress:
+    """The progress line of ``compress`` on stderr: planes done, the current
+    plane's stage and iterations, the elapsed time (tqdm, a dependency of skorch).
+
+    Shared, not copied, by the estimators that report to it (scikit-learn's
+    ``clone`` and the estimator deep-copy their parameters).
+    """
+
+    def __init__(self, names: list[str], enabled: bool):
+        import shutil
+
+        from tqdm import tqdm
+
+        size = shutil.get_terminal_size()
+        self.names = names
+        self.bar = tqdm(
+            total=len(names),
+            desc="compressing",
+            unit="plane",
+            file=sys.stderr,
+            disable=not enabled,
+            leave=False,
+            # A terminal reporting a 0x0 size (a bare pty) would get no bar;
+            # shutil falls back to 80x24 there.
+            ncols=size.columns,
+            nrows=size.lines,
+        )
+        self.plane = -1
+        self.iterations = 0
+        self._shown = 0.0
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def fit_started(self) -> None:
+        if self.plane >= 0:
+            self.bar.update(1)  # the previous plane is fitted and encoded
+        self.plane += 1
+        self.iterations = 0
+        self._show("fitting", force=True)
+
+    def iteration(self) -> None:
+        self.iterations += 1
+        self._show("fitting")
+
+    def fit_done(self) -> None:
+        self._show("encoding", force=True)
+
+    def _show(self, stage: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.bar.disable or not (force or now - self._shown > 0.1):
+            return
+        self._shown = now
+        name = self.names[min(self.plane, len(self.names) - 1)]
+        iters = f" ({self.iterations} iterations)" if self.iterations else ""
+        self.bar.set_postfix_str(f"{name}: {stage}{iters}", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _reporting_factoriser(progress: _Progress, random_state):
+    """The codec's own default estimator, reporting its planes and iterations.
+
+    ``compress`` clones this per plane with the plane's ``n_components``; its
+    ``fit`` builds exactly the estimator the codec builds without one, so the
+    file is the same with and without progress.
+    """
+    from sklearn.base import BaseEstimator
+    from skorch.callbacks import Callback
+
+    from sknmf.image import _codec
+
+    class _Iterations(Callback):
+        def __init__(self, progress):
+            self.progress = progress
+
+        def on_epoch_end(self, net, **kwargs):
+            self.progress.iteration()
+
+    class ReportingFactoriser(BaseEstimator):
+        def __init__(self, n_components=None, random_state=None, progress=None):
+            self.n_components = n_components
+            self.random_state = random_state
+            self.progress = progress
+
+        def fit(self, X, y=None):
+            est = _codec._default_estimator(self.n_components, self.random_state)
+            est.set_params(callbacks=[_Iterations(self.progress)])
+            self.progress.fit_started()
+            est.fit(X)
+            self.progress.fit_done()
+            self.components_ = est.components_
+            return self
+
+    return ReportingFactoriser(random_state=random_state, progress=progress)
+
+
 def _run_compress(args: argparse.Namespace) -> int:
     from sknmf.image import bits_per_pixel, save
 
     _check_distinct(args.input, args.output)
-    image = _read_image(args.input)
-    start = time.perf_counter()
+    image = _read_image(args.input, args.max_pixels)
+    if image.ndim == 2:
+        names = ["gray"]
+    else:
+        names = ["R", "G", "B"] if args.color == "rgb" else ["Y", "Cb", "Cr"]
+    progress = _Progress(names, enabled=not args.quiet and _stderr_is_terminal())
     try:
         n_bytes = save(
             args.output,
@@ -227,13 +426,18 @@ def _run_compress(args: argparse.Namespace) -> int:
             bits=args.bits,
             color=args.color,
             subsampling=args.subsampling,
+            estimator=_reporting_factoriser(progress, args.seed),
             random_state=args.seed,
         )
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
     except OSError as exc:
         raise CLIError(f"{args.output}: cannot write ({exc.strerror or exc})") from exc
-    seconds = time.perf_counter() - start
+    finally:
+        progress.close()
+    # The wall time of the whole command (start-up, reading, fitting, encoding,
+    # writing), as the user waited for it.
+    seconds = time.perf_counter() - args._started
     print(
         f"{args.output}: {n_bytes} bytes, "
         f"{bits_per_pixel(n_bytes, image.shape):.3f} bpp, {seconds:.2f} s"
@@ -241,21 +445,47 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
 def _add_decompress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="compressed file (.sknmf)")
-    p.add_argument("output", help="image to write (format from the extension)")
+    p.add_argument(
+        "output",
+        help="image to write (format from the extension; lossless formats such "
+        "as .png, .bmp, .tif keep the decoded pixels exactly)",
+    )
+    p.add_argument(
+        "--allow-lossy",
+        action="store_true",
+        help="allow a format that changes the decoded pixels (.jpg, .webp, or "
+        "a .gif of more than 256 colours), written with Pillow's default "
+        "settings; without it such an output is refused and nothing is written",
+    )
+    _add_max_pixels(p, "image")
 
 
 def _run_decompress(args: argparse.Namespace) -> int:
-    from sknmf.image import decompress
+    from sknmf.image import decompress, read_header
 
     _check_distinct(args.input, args.output)
+    # Refuse a lossy target before the work, and a bomb before any allocation.
+    fmt = _image_format(args.output)
+    if fmt in _LOSSY_FORMATS and not args.allow_lossy:
+        raise _lossy_refusal(args.output, fmt, "re-encodes the image lossy")
     data = _read_bytes(args.input)
     try:
+        _check_pixels(args.input, read_header(data)["shape"], args.max_pixels)
         image = decompress(data)
     except ValueError as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
-    _write_image(args.output, image)
+    except MemoryError:
+        raise CLIError(f"{args.input}: not enough memory to decode") from None
+    _write_image(args.output, image, allow_lossy=args.allow_lossy)
     print(f"{args.output}: {'x'.join(str(s) for s in image.shape)} uint8")
     return 0
 
@@ -314,7 +544,27 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_output_folder(path: str) -> None:
+    """Create ``path`` if needed and prove it writable, before any work."""
+    import tempfile
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{path}: exists and is not a directory; choose another --out")
+    try:
+        os.makedirs(path, exist_ok=True)
+        # A real write: os.access answers yes to root on a read-only folder, and
+        # knows nothing of read-only mounts or quotas.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CLIError(
+            f"{path}: cannot write figures there ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from exc
+
+
 def _run_demo(args: argparse.Namespace) -> int:
+    _check_output_folder(args.out)
     from sknmf.image import _demo
 
     return _demo.run(args.out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -367,6 +617,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_age() -> float:
+    """Seconds since this process started (Linux; 0 where unknown)."""
+    try:
+        with open("/proc/self/stat") as f:
+            # Field 22, counted after the command name (which may hold spaces).
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``sknmf`` command line; return the exit code.
 
@@ -386,7 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["info", "no-such-file.sknmf"])
     1
     """
+    started = time.perf_counter()
+    if argv is None:
+        # The console command: count the interpreter's start-up too.
+        started -= _process_age()
     args = _parser().parse_args(argv)
+    args._started = started
     try:
         return args._run(args)
     except CLIError as exc:

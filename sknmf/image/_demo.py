@@ -2,9 +2,12 @@
 
 Two tables on scikit-learn's two sample photos (no download):
 
-1. Factorisation of the 8x8 colour patches: DeepNMF with one and three layers and
-   :class:`sklearn.decomposition.NMF`, same patches and components: relative
-   reconstruction error, fit time, PSNR of the rebuilt (unquantised) image.
+1. Factorisation of the 8x8 colour patches, measured as the README's performance
+   table measures it: time to an error. The target is the error
+   :class:`sklearn.decomposition.NMF` (``solver="cd"``) reaches with its defaults;
+   one-layer DeepNMF runs until its error is at or below it. Both are timed end to
+   end (validation, initialisation, final encoding). DeepNMF with three layers is
+   another model (its loss is layer-centric): it runs a fixed budget, labelled so.
 2. Compression at several rates with the sknmf codec (DeepNMF one layer, DeepNMF
    three layers, scikit-learn NMF as the factoriser) and JPEG by Pillow at the
    same bits per pixel: bpp, PSNR, SSIM, encode and decode time.
@@ -23,16 +26,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.decomposition import NMF
+from skorch.callbacks import Callback
 
 from sknmf.decomposition import DeepNMF
 from sknmf.image import _codec
-from sknmf.image._codec import codec_settings, compress, decompress, stored_atoms
+from sknmf.image._codec import (
+    codec_settings,
+    compress,
+    decompress,
+    stored_atoms,
+    write_atomically,
+)
 from sknmf.image._metrics import bits_per_pixel, psnr, ssim
 from sknmf.image._patches import ImagePatches
 
 QUALITIES = (20, 50, 75)
 N_COMPONENTS = 32
-FACTOR_ITER = 100
+FACTOR_ITER = 100  # the fixed budget of the three-layer model
+TARGET_MAX_ITER = 1000  # DeepNMF's cap on its way to the target
 
 
 @dataclass
@@ -54,40 +65,33 @@ def _deep(k, cap=64):
     return (max(k, min(cap, 2 * k)), max(k, min(cap, round(1.5 * k))), k)
 
 
-def _factorisers(n_components, cap, random_state=0):
-    return [
-        (
-            "DeepNMF, 1 layer",
-            DeepNMF(
-                n_components,
-                init="nndsvda",
-                max_iter=FACTOR_ITER,
-                tol=0.0,
-                random_state=random_state,
-            ),
-        ),
-        (
-            "DeepNMF, 3 layers",
-            DeepNMF(
-                _deep(n_components, cap),
-                init="nndsvda",
-                max_iter=FACTOR_ITER,
-                tol=0.0,
-                random_state=random_state,
-            ),
-        ),
-        (
-            "sklearn NMF",
-            NMF(
-                n_components,
-                init="nndsvda",
-                solver="cd",
-                max_iter=FACTOR_ITER,
-                tol=0.0,
-                random_state=random_state,
-            ),
-        ),
-    ]
+class _StopAtError(Callback):
+    """End a stage once its error (``sqrt(2 D)``, the history's ``"error"``) is at
+    or below ``target``; skorch's own early stopping ends a loop the same way."""
+
+    def __init__(self, target: float):
+        self.target = target
+
+    def on_epoch_end(self, net, **kwargs):
+        error = net.history[-1].get("error")
+        if error is not None and error <= self.target:
+            raise KeyboardInterrupt
+
+
+def _fit_timed(est, X):
+    """``fit_transform`` timed end to end; ``(W, H, seconds)``."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+        W = est.fit_transform(X)
+    seconds = time.perf_counter() - start
+    return W, np.asarray(est.components_), seconds
+
+
+def _error(X, W, H) -> float:
+    """Frobenius error in float64 (the same arithmetic for every method)."""
+    W, H = np.asarray(W, np.float64), np.asarray(H, np.float64)
+    return float(np.linalg.norm(X - W @ H))
 
 
 def _jpeg_at(image: np.ndarray, n_bytes: int) -> tuple[int, bytes]:
@@ -130,23 +134,56 @@ def _ssim_or_nan(a, b) -> float:
 
 
 def _factorisation_table(images, log):
+    """Rows ``(image, method, iterations, rel. error, seconds, PSNR, note)``."""
+    return [
+        row for name, image in images.items() for row in _factorise(name, image, log)
+    ]
+
+
+def _factorise(name, image, log):
+    patches = ImagePatches((8, 8)).fit(image)
+    X = patches.transform(image).astype(np.float32) / 255.0
+    X64 = X.astype(np.float64)
+    k = min(N_COMPONENTS, min(X.shape))
+    fits = []  # (method, estimator, W, H, seconds, note)
+
+    log(f"  factorising {name}: sklearn NMF, defaults ...")
+    ref = NMF(k, solver="cd", init="nndsvda", random_state=0)
+    fits.append(("sklearn NMF (cd)", ref, *_fit_timed(ref, X), "defaults: the target"))
+    target = _error(X64, *fits[0][2:4])
+
+    log(f"  factorising {name}: DeepNMF, 1 layer, to that error ...")
+    one = DeepNMF(
+        k,
+        init="nndsvda",
+        max_iter=TARGET_MAX_ITER,
+        tol=0.0,
+        random_state=0,
+        callbacks=[_StopAtError(target)],
+    )
+    W, H, seconds = _fit_timed(one, X)
+    reached = _error(X64, W, H) <= target * (1 + 1e-6)
+    note = "to the target" if reached else "target not reached"
+    fits.append(("DeepNMF, 1 layer", one, W, H, seconds, note))
+
+    log(f"  factorising {name}: DeepNMF, 3 layers, {FACTOR_ITER} iterations ...")
+    deep = DeepNMF(
+        _deep(k, min(X.shape)),
+        init="nndsvda",
+        max_iter=FACTOR_ITER,
+        tol=0.0,
+        random_state=0,
+    )
+    fits.append(("DeepNMF, 3 layers", deep, *_fit_timed(deep, X), "fixed budget"))
+
+    norm = float(np.linalg.norm(X64))
     rows = []
-    for name, image in images.items():
-        patches = ImagePatches((8, 8)).fit(image)
-        X = patches.transform(image).astype(np.float32) / 255.0
-        norm = float(np.linalg.norm(X))
-        cap = min(X.shape)
-        for method, est in _factorisers(min(N_COMPONENTS, cap), cap):
-            log(f"  factorising {name}: {method} ...")
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
-                W = est.fit_transform(X)
-            seconds = time.perf_counter() - start
-            rebuilt = np.asarray(W @ est.components_, dtype=np.float32)
-            err = float(np.linalg.norm(X - rebuilt)) / norm
-            back = patches.inverse_transform(np.clip(rebuilt * 255.0, 0, 255))
-            rows.append((name, method, err, seconds, psnr(image, np.rint(back))))
+    for method, est, W, H, seconds, note in fits:
+        rebuilt = np.asarray(W, np.float64) @ np.asarray(H, np.float64)
+        back = patches.inverse_transform(np.clip(rebuilt * 255.0, 0, 255))
+        err = float(np.linalg.norm(X64 - rebuilt)) / norm
+        p = psnr(image, np.rint(back))
+        rows.append((name, method, int(est.n_iter_), err, seconds, p, note))
     return rows
 
 
@@ -235,18 +272,46 @@ def _codec_rows(images, qualities, log):
 
 def _print_tables(fact_rows, codec_rows, qualities) -> None:
     print(
-        "\n1. Factorising the 8x8 colour patches "
-        f"({N_COMPONENTS} components, {FACTOR_ITER} iterations, float32)\n"
+        f"\n1. Factorising the 8x8 colour patches ({N_COMPONENTS} components, "
+        "float32): time to the same error\n"
+        "   Target: the error scikit-learn's NMF(solver='cd') reaches with its "
+        "defaults\n"
+        "   (init='nndsvda', tol=1e-4, max_iter=200). DeepNMF, 1 layer (defaults: "
+        "HALS)\n"
+        "   runs until its error is at or below it. Times are end to end "
+        "(validation,\n"
+        "   initialisation, final encoding). 3 layers is another model (layer-"
+        "centric\n"
+        f"   loss), run for a fixed {FACTOR_ITER} iterations: its time is not to "
+        "the target.\n"
+        "   The README's performance table measures the same way (there: to the\n"
+        "   converged error + 1%, on larger data).\n"
     )
-    print(
-        f"{'image':<8} {'method':<19} {'rel. error':>10} {'time s':>7} {'PSNR dB':>8}"
+    head = (
+        f"{'image':<8} {'method':<19} {'iters':>5} {'time s':>7} {'rel. error':>10} "
+        f"{'PSNR dB':>8}  note"
     )
-    for name, method, err, sec, p in fact_rows:
-        print(f"{name:<8} {method:<19} {err:>10.4f} {sec:>7.2f} {p:>8.2f}")
+    print(head)
+    print("-" * len(head))
+    for name, method, iters, err, sec, p, note in fact_rows:
+        print(
+            f"{name:<8} {method:<19} {iters:>5} {sec:>7.2f} {err:>10.4f} "
+            f"{p:>8.2f}  {note}"
+        )
+    for name in dict.fromkeys(r[0] for r in fact_rows):
+        ref, one = [r for r in fact_rows if r[0] == name][:2]
+        if one[6] == "to the target":
+            print(
+                f"  {name}: DeepNMF, 1 layer reached scikit-learn's error in "
+                f"{one[4]:.2f} s against {ref[4]:.2f} s ({ref[4] / one[4]:.1f}x)"
+            )
 
     print(
         "\n2. Compression: real file sizes; JPEG searched to the same size as "
-        "DeepNMF, 1 layer\n"
+        "DeepNMF, 1 layer.\n"
+        "   Every factoriser gets the codec's iteration budget "
+        f"({_codec.FIT_ITER}), not a target\n"
+        "   error: compare encode times with that in mind.\n"
     )
     head = (
         f"{'image':<8} {'method':<19} {'setting':<24} {'bpp':>6} {'PSNR dB':>8} "
@@ -391,7 +456,8 @@ def _figures(out_dir, images, codec_rows, qualities, log) -> list[str]:
 
 def _save(fig, out_dir, name) -> str:
     path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=110)
+    # Atomic, like every output of the command (DESIGN.md §5).
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
     return path
 
 
