@@ -470,7 +470,7 @@ def _add_decompress_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_decompress(args: argparse.Namespace) -> int:
-    from sknmf.image import decompress, read_header
+    from sknmf.image import DecompressionBombError, decompress, read_header
 
     _check_distinct(args.input, args.output)
     # Refuse a lossy target before the work, and a bomb before any allocation.
@@ -480,7 +480,12 @@ def _run_decompress(args: argparse.Namespace) -> int:
     data = _read_bytes(args.input)
     try:
         _check_pixels(args.input, read_header(data)["shape"], args.max_pixels)
-        image = decompress(data)
+        # The command's budget governs, also the decoder's work bound.
+        image = decompress(data, max_pixels=args.max_pixels or None)
+    except DecompressionBombError as exc:
+        raise CLIError(
+            f"{args.input}: {exc} (on the command line: --max-pixels N, 0 lifts it)"
+        ) from exc
     except ValueError as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
     except MemoryError:

@@ -452,6 +452,36 @@ def test_decompress_pixel_budget(packed, tmp_path, capsys):
     assert res.returncode == 0, res.stderr
 
 
+def test_decompress_work_budget_is_the_commands(tmp_path, capsys):
+    # One pixel, but one 16x16 patch of 256 atoms: 65536 multiply-adds, which the
+    # decoder allows for a budget of 256 pixels and refuses below.
+    from sknmf.image import _format
+
+    rec = _format.Plane(_format.KIND_NMF, 1, 16, 16, 256, 8, (), 1.0)
+    planes = [
+        (
+            rec,
+            (
+                np.zeros((256, 256), np.uint8),
+                np.ones(256, np.float32),
+                np.zeros((1, 256), np.uint8),
+            ),
+        )
+    ]
+    packed = tmp_path / "heavy.sknmf"
+    packed.write_bytes(_format.pack((1, 1), "gray", planes))
+    out = tmp_path / "x.png"
+    lines = _one_line_error(
+        run_main(capsys, "decompress", "--max-pixels", "255", packed, out),
+        1,
+        "multiply-adds",
+        "--max-pixels",
+    )
+    assert len(lines) == 1 and not out.exists()
+    res = run_main(capsys, "decompress", "--max-pixels", "256", packed, out)
+    assert res.returncode == 0, res.stderr
+
+
 def test_a_directory_as_input_is_named_so(tmp_path, capsys):
     for args in (
         ("compress", tmp_path, tmp_path / "x.sknmf"),
