@@ -498,9 +498,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             W = self._encode_tensor(Xt, scale)[-1]
         return X, Xt, W, scale
 
-    def _encode_tensor(self, Xt, scale, starts=None) -> list:
+    def _encode_tensor(self, Xt, scale, starts=None, return_n_iter=False) -> list:
         """Codes ``[W1, ..., WL]`` of a validated ``X / scale`` tensor (in its
-        scale)."""
+        scale); with ``return_n_iter``, also the iterations of the last solve."""
         dtype = Xt.dtype
         Hs = [
             torch.as_tensor(H, device=Xt.device).to(dtype)
@@ -516,7 +516,40 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             verbose=int(self.verbose),
             callbacks=self._user_callbacks(),
         )
-        return encode(Xt, Hs, problem, self._solver, stage, starts=starts)
+        return encode(
+            Xt,
+            Hs,
+            problem,
+            self._solver,
+            stage,
+            starts=starts,
+            return_n_iter=return_n_iter,
+        )
+
+    def _fixed_weights_codes(self, X, W, H):
+        """``deep_nmf(update_H=False)``: this model set up with the weights ``H``
+        and ``X``'s codes for them, as in scikit-learn's
+        ``non_negative_factorization``. Returns ``(X, Xt, Ws, n_iter)``."""
+        X = self._validate_input(X, reset=True)
+        ranks = self._check_ranks(X.shape)
+        self._beta = self._check_beta(X)
+        if W is not None:
+            warnings.warn(
+                "When update_H=False, the provided initial W is not used.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        device = check_device(self.device)
+        _, Hs = check_custom_factors(None, H, X, ranks, device, online=True)
+        self._scale = safe_scale(X)
+        Xt = scaled_tensor(X, self._scale, device)
+        self._solver = self.solver
+        # No pretraining to balance the layers on: the given weights, or ones.
+        weights = self._weights(None) if self.layer_weights is not None else None
+        self.layer_weights_ = np.asarray(weights or [1.0] * len(ranks), np.float64)
+        self._store_weights(Hs, X.dtype)
+        Ws, n_iter = self._encode_tensor(Xt, self._scale, return_n_iter=True)
+        return X, Xt, Ws, n_iter
 
     def inverse_transform(self, X):
         """Map codes back to data space: ``X @ components_``.
@@ -907,46 +940,110 @@ def _sqrt2(loss: float) -> float:
     return math.sqrt(2.0 * max(float(loss), 0.0))
 
 
-def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
-    """Deep NMF of ``X`` as a function, in the spirit of ``non_negative_factorization``.
+def deep_nmf(
+    X, W=None, H=None, n_components="auto", *, init=None, update_H=True, **params
+):
+    """Deep NMF of ``X`` as a function: ``non_negative_factorization``'s peer.
+
+    Same arguments, in the same order, and the same return convention as
+    :func:`sklearn.decomposition.non_negative_factorization`; ``update_H=False``
+    solves the codes for the given weights (what :meth:`DeepNMF.transform`
+    does), otherwise the factors are fitted and ``W`` equals
+    :meth:`DeepNMF.fit_transform`'s codes.
 
     Parameters
     ----------
     X : {array-like, sparse matrix} of shape (n_samples, n_features)
         Nonnegative data.
-    n_components : int or sequence of int, default=None
-        Ranks of the layers (see :class:`DeepNMF`).
-    W, H : array-like or list of array-like, default=None
-        Initial factors for ``init="custom"``.
+    W : array-like or list of array-like, default=None
+        Initial codes for ``init="custom"`` (ignored with a warning when
+        ``update_H=False``).
+    H : array-like or list of array-like, default=None
+        Initial weights for ``init="custom"``; with ``update_H=False`` the fixed
+        weights (required).
+    n_components : int, sequence of int, "auto" or None, default="auto"
+        Ranks of the layers (see :class:`DeepNMF`). ``"auto"`` takes them from
+        ``H`` when it is used, else it is ``n_features``.
+    init : {"random", "nndsvd", "nndsvda", "nndsvdar", "custom"}, default=None
+        Initialisation, as :class:`DeepNMF`'s (unused when ``update_H=False``).
+    update_H : bool, default=True
+        False keeps ``H`` fixed and solves the codes only.
     **params
-        Any other :class:`DeepNMF` parameter.
+        Any other :class:`DeepNMF` parameter (``solver``, ``beta_loss``,
+        ``max_iter``, ``tol``, ``alpha_W``, ``layer_weights``, ...). With
+        ``update_H=False`` a deep model's ``layer_weights`` default to ones
+        (there is no pretraining to balance them on).
 
     Returns
     -------
-    W_list : list of ndarray
-        Codes ``[W1, ..., WL]`` of the training rows, ``Wl`` of shape
+    W : ndarray of shape (n_samples, n_components) or list of ndarray
+        The codes. For a sequence ``n_components`` (or a list ``H``), the list
+        ``[W1, ..., WL]`` of every layer's codes, ``Wl`` of shape
         (n_samples, r_l).
-    H_list : list of ndarray
-        Weights ``[H1, ..., HL]``.
+    H : ndarray of shape (n_components, n_features) or list of ndarray
+        The weights; the list ``[H1, ..., HL]`` in the deep form.
     n_iter : int
-        Iterations of the joint fine-tuning (of the one layer when shallow).
+        Iterations of the joint fine-tuning (of the one layer when shallow);
+        with ``update_H=False``, of the codes' solve.
 
     See Also
     --------
     DeepNMF : The estimator.
+    sklearn.decomposition.non_negative_factorization : The one-layer reference.
 
     Examples
     --------
     >>> from sklearn.datasets import load_digits
     >>> from sknmf import deep_nmf
     >>> X = load_digits().data[:200]
-    >>> W_list, H_list, n_iter = deep_nmf(X, (12, 4), random_state=0)
+    >>> W, H, n_iter = deep_nmf(X, n_components=5, random_state=0)
+    >>> W.shape, H.shape
+    ((200, 5), (5, 64))
+    >>> W_list, H_list, n_iter = deep_nmf(X, n_components=(12, 4), random_state=0)
     >>> [W.shape for W in W_list], [H.shape for H in H_list]
     ([(200, 12), (200, 4)], [(12, 64), (4, 12)])
+    >>> W2, _, _ = deep_nmf(X, H=H, update_H=False)  # codes for fixed weights
+    >>> W2.shape
+    (200, 5)
     """
-    model = DeepNMF(n_components, **params)
+    if _looks_like_ranks(W):
+        raise TypeError(
+            "deep_nmf takes (X, W, H, n_components), as non_negative_factorization; "
+            f"got W={W!r}, which looks like ranks. Pass n_components={W!r}."
+        )
+    layered = isinstance(n_components, (list, tuple, np.ndarray)) or isinstance(
+        H, (list, tuple)
+    )
+    if not update_H:
+        if H is None:
+            raise ValueError(
+                "update_H=False solves the codes for given weights: pass H."
+            )
+        if isinstance(n_components, str) and n_components == "auto":
+            n_components = [np.shape(H_l)[0] for H_l in (H if layered else [H])]
+            n_components = n_components if layered else n_components[0]
+    model = DeepNMF(n_components, init=init, **params)
     model._validate_params()
-    X, Xt = model._fit(X, W, H)
-    Ws = model._encode_tensor(Xt, model._scale)
-    W_list = [model._codes(W_l, X.dtype) for W_l in Ws]
-    return W_list, list(model.layer_components_), model.n_iter_
+    with model._threads(X):
+        if update_H:
+            X, Xt = model._fit(X, W, H)
+            Ws = model._encode_tensor(Xt, model._scale)
+            n_iter = model.n_iter_
+        else:
+            X, Xt, Ws, n_iter = model._fixed_weights_codes(X, W, H)
+    W_out = [model._codes(W_l, X.dtype) for W_l in Ws]
+    H_out = list(model.layer_components_)
+    if layered or len(H_out) > 1:
+        return W_out, H_out, n_iter
+    return W_out[0], H_out[0], n_iter
+
+
+def _looks_like_ranks(W) -> bool:
+    """``W`` given as ranks: the old ``deep_nmf(X, n_components)`` call."""
+    if isinstance(W, Integral) and not isinstance(W, bool):
+        return True
+    return (
+        isinstance(W, (list, tuple))
+        and len(W) > 0
+        and all(isinstance(w, Integral) for w in W)
+    )
