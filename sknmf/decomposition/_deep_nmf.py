@@ -405,7 +405,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if L > 1:
             terms = layer_terms_of(Xt, Ws, Hs, beta)
             self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
-            problem.weights = self._weights(terms)
+            problem.weights = self._weights(terms, _rounding_floors(Xt, Ws, beta))
             res = fine_tune(
                 Xt,
                 Ws,
@@ -675,7 +675,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             for r in results:
                 self._warn_unconverged(r)
             terms = layer_terms_of(Xt, Ws0, Hs, beta) if len(ranks) > 1 else None
-            self.layer_weights_ = np.asarray(self._weights(terms), dtype=np.float64)
+            floors = _rounding_floors(Xt, Ws0, beta)
+            self.layer_weights_ = np.asarray(self._weights(terms, floors), np.float64)
             self._beta = beta
             self._solver = solver
             self._seed = seed
@@ -868,19 +869,34 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         )
         return [W_l / scale for W_l in Ws], Hs
 
-    def _weights(self, terms):
+    def _weights(self, terms, floors=None):
         """Layer weights: given, or equalising the pretrained layers' ``terms``
-        (None for one layer, whose weight is 1)."""
+        (None for one layer, whose weight is 1), each term taken no smaller than
+        its ``floors`` (see :func:`_rounding_floors`)."""
         if self.layer_weights is not None:
             return [float(w) for w in np.asarray(self.layer_weights).ravel()]
         if terms is None:
             return [1.0]
+        if floors is not None:
+            # Below its floor a term is rounding noise: the weights would follow
+            # the noise (and differ between X, 2 X and X as a sparse matrix).
+            terms = [max(float(t), float(f)) for t, f in zip(terms, floors)]
         # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
         # scikit-learn (relative to the data-fitting term).
-        # A layer fitted (almost) exactly by its pretraining would otherwise get
-        # a weight beyond float32's range: 1e6 already lets it dominate.
+        # Weights within [1e-6, 1e6]: a layer fitted (almost) exactly by its
+        # pretraining would otherwise get a weight beyond float32's range (1e6
+        # already lets it dominate), and a first layer fitted exactly would give
+        # the others weights of rounding noise (1e-284 or 1e-290 by the scale
+        # of X): the fit would depend on that noise, and their ratios overflow
+        # float32 in the deep solves.
         first = max(float(terms[0]), 1e-300)
-        return [min(first / max(float(t), 1e-300), _MAX_LAYER_WEIGHT) for t in terms]
+        return [
+            min(
+                max(first / max(float(t), 1e-300), 1.0 / _MAX_LAYER_WEIGHT),
+                _MAX_LAYER_WEIGHT,
+            )
+            for t in terms
+        ]
 
     def _store_weights(self, Hs, dtype):
         """The fitted weights: ``layer_components_`` and their product."""
@@ -934,6 +950,24 @@ def _unchanged_on_failure(estimator):
         estimator.__dict__.clear()
         estimator.__dict__.update(before)
         raise
+
+
+def _rounding_floors(Xt, Ws, beta: float) -> list[float]:
+    """Per layer, the level below which the computed ``D_l`` is rounding noise.
+
+    The divergence of a fit exact to a relative ``δ`` on every entry of the
+    layer's target ``T`` (``X``, then the codes above) is about
+    ``Σ T^β δ² / 2``; the Gram form of the Frobenius loss (sparse ``X``,
+    ``||X||² - 2 <X, W H> + ||W H||²``) computes ``D_l`` only to ``eps ||X||²``,
+    so ``δ² = eps``, the dtype's epsilon. The floor scales with the data as
+    ``D_l`` does.
+    """
+    floors = []
+    for T in [Xt, *Ws[:-1]]:
+        v = T.values if isinstance(T, CSRMatrix) else T
+        v = v[v > 0].double()
+        floors.append(float((v**beta).sum()) * torch.finfo(T.dtype).eps / 2.0)
+    return floors
 
 
 def _sqrt2(loss: float) -> float:

@@ -1,6 +1,6 @@
 """Properties of the public DeepNMF / deep_nmf API under hypothesis (DESIGN.md §6).
 
-Extreme scales (float64 to 1e±300, float32 to 1e±30 and its largest values),
+Extreme scales (float64 and float32 from subnormal to their largest values),
 both dtypes, shapes from 1 x 1 to empty, sparse and dense input, one to three
 layers: the outputs are finite, nonnegative, of the right shape and dtype, the
 fit is scale-equivariant and does not depend on the storage of X, and what
@@ -29,20 +29,22 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 _F64 = np.finfo(np.float64)
 _F32 = np.finfo(np.float32)
 SCALES = {
-    np.float64: [1e-300, 1e-150, 1e-9, 1.0, 1e3, 1e12, 1e150, 1e300, _F64.max],
-    np.float32: [1e-30, 1e-20, 1e-9, 1.0, 1e3, 1e12, 1e19, 1e30, _F32.max],
+    np.float64: [1e-310, 1e-300, 1e-150, 1e-9, 1.0, 1e3, 1e12, 1e150, 1e300, _F64.max],
+    np.float32: [1e-40, 1e-30, 1e-20, 1e-9, 1.0, 1e3, 1e12, 1e19, 1e30, _F32.max],
 }
 
 
 @st.composite
-def problems(draw, min_size=1, max_size=6):
+def problems(draw, min_size=1, max_size=6, well_posed=False):
     """``(X, ranks, dtype, scale, seed)``: ``X = scale * base``, ``base`` in [0, 1)
-    with some zeros and at least one positive entry."""
+    with some zeros and at least one positive entry. ``well_posed``: no rank
+    above ``min(n_samples, n_features)``."""
     dtype = draw(st.sampled_from([np.float64, np.float32]))
     n = draw(st.integers(min_size, max_size))
     m = draw(st.integers(min_size, max_size))
     depth = draw(st.integers(1, 3))
-    widths = sorted((draw(st.integers(1, 4)) for _ in range(depth)), reverse=True)
+    top = min(4, n, m) if well_posed else 4
+    widths = sorted((draw(st.integers(1, top)) for _ in range(depth)), reverse=True)
     scale = draw(st.sampled_from(SCALES[dtype]))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.RandomState(seed)
@@ -65,8 +67,13 @@ def _check_factors(X, W, model, ranks):
     for H, r, w in zip(model.layer_components_, ranks, (m, *ranks[:-1])):
         assert H.shape == (r, w) and H.dtype == X.dtype
         assert np.isfinite(H).all() and (H >= 0).all()
-    assert np.isfinite(model.reconstruction_err_)
-    assert all(np.isfinite(e) for e in model.layer_errors_)
+    # Errors are norms: finite unless the norm of X itself is beyond the dtype
+    # (data at its largest values).
+    with np.errstate(over="ignore"):
+        norm = np.linalg.norm(X.astype(np.float64))
+    if np.isfinite(norm):
+        assert np.isfinite(model.reconstruction_err_)
+        assert all(np.isfinite(e) for e in model.layer_errors_)
 
 
 def _relative_error(X, W, C) -> float:
@@ -95,7 +102,10 @@ def test_fit_outputs_are_finite_nonnegative_and_typed(problem, beta):
     assert _relative_error(X, W, model.components_) <= 1.0 + 1e-3
     np.testing.assert_array_equal(model.transform(X), W)
     R = model.inverse_transform(W)
-    assert R.shape == X.shape and R.dtype == X.dtype and np.isfinite(R).all()
+    assert R.shape == X.shape and R.dtype == X.dtype
+    # A reconstruction rounded above the dtype's largest value is inf, as
+    # X + a little is.
+    assert np.isfinite(R).all() or np.max(X) > np.finfo(dtype).max / 2
 
 
 @settings(max_examples=15)
@@ -128,13 +138,19 @@ def test_deep_nmf_function_outputs(problem, update_H):
 
 @settings(max_examples=15)
 @given(
-    problem=problems(min_size=2),
+    problem=problems(min_size=2, well_posed=True),
     factor_exp=st.sampled_from([-290, -100, -40, -9, 9, 40, 100, 290]),
-    init=st.sampled_from([None, "random", "nndsvd"]),
+    init=st.sampled_from(["random", "nndsvd"]),
 )
 def test_fit_is_scale_equivariant(problem, factor_exp, init):
     # Unpenalised NMF is equivariant: the fit of c X is c times the fit of X
-    # (the same weights, codes times c), whatever c, within rounding.
+    # (the same weights, codes times c), whatever c, within rounding. Not from
+    # the default nndsvda start, by its definition (scikit-learn's): it fills
+    # the zeros of factors that scale as sqrt(c) with mean(X), which scales as
+    # c (scikit-learn's NMF: 0.87 apart between X and X * 1e-290). Nor where a
+    # layer has more components than X has rows or columns: its factors are
+    # then far from unique, and 8 iterations amplify the rounding of the
+    # start's sqrt(c) to 1e-3 (see the note of issue 11).
     X, ranks, dtype, _, seed = problem
     info = np.finfo(dtype)
     c = 10.0**factor_exp
@@ -148,23 +164,17 @@ def test_fit_is_scale_equivariant(problem, factor_exp, init):
     model = DeepNMF(ranks, **kw)
     Wc = model.fit_transform(Xc)
     _check_factors(Xc, Wc, model, ranks)
-    if dtype == np.float32:
-        rtol = 2e-2
-    elif init is None:
-        # nndsvda (scikit-learn's) zeroes factor entries below an absolute
-        # 1e-6 before filling them: its start is equivariant to ~1e-5 only
-        # (scikit-learn's NMF: 2e-5 between X and X / 2, 0.87 at X * 1e-290).
-        rtol = 1e-4
-    else:
-        rtol = 1e-8
+    rtol = 2e-2 if dtype == np.float32 else 1e-6
     R = np.asarray(W, np.float64) @ np.asarray(ref.components_, np.float64)
     Rc = (np.asarray(Wc, np.float64) / c) @ np.asarray(model.components_, np.float64)
     assert np.linalg.norm(Rc - R) <= rtol * np.linalg.norm(np.asarray(X, np.float64))
 
 
 @settings(max_examples=12)
-@given(problem=problems(min_size=2))
+@given(problem=problems(min_size=2, well_posed=True))
 def test_sparse_and_dense_input_agree(problem):
+    # Same algorithm, other summation order: agreement to rounding, amplified
+    # by the iterations (over-parametrised layers excluded, as above).
     X, ranks, dtype, scale, seed = problem
     assume(scale < np.finfo(dtype).max)
     kw = dict(max_iter=8, tol=0, random_state=seed)
@@ -173,7 +183,7 @@ def test_sparse_and_dense_input_agree(problem):
     sparse = DeepNMF(ranks, **kw)
     Ws = sparse.fit_transform(sp.csr_matrix(X))
     _check_factors(X, Ws, sparse, ranks)
-    rtol = 1e-6 if dtype == np.float64 else 2e-2
+    rtol = 1e-4 if dtype == np.float64 else 2e-2
     norm = np.linalg.norm(np.asarray(X, np.float64) / scale)
     R = (np.asarray(W, np.float64) / scale) @ dense.components_.astype(np.float64)
     Rs = (np.asarray(Ws, np.float64) / scale) @ sparse.components_.astype(np.float64)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import settings
 
 from sknmf import DeepNMF, deep_nmf
@@ -141,3 +142,67 @@ def test_deep_nmf_update_H_false_deep():
     np.testing.assert_allclose(W[-1], model.transform(X), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="pass H"):
         deep_nmf(X, n_components=(4, 2), update_H=False)
+
+
+# Found by the property suite -------------------------------------------------------
+def test_one_by_one_float32_three_layers_does_not_overflow():
+    # The first layer fits a 1 x 1 X exactly: the deeper layers' weights were
+    # D_1 / D_l = 1e-284, rounding noise whose ratios overflowed float32 in the
+    # deep HALS solve ("value cannot be converted to type float").
+    X = np.array([[6.986183e-21]], np.float32)
+    W, H, _ = deep_nmf(X, n_components=(2, 1, 1), max_iter=10, random_state=0)
+    for A in [*W, *H]:
+        assert A.dtype == np.float32 and np.isfinite(A).all() and (A >= 0).all()
+    rel = abs(float(X[0, 0]) - float((W[-1] @ H[2] @ H[1] @ H[0])[0, 0])) / X[0, 0]
+    assert rel < 0.1
+
+
+def test_layer_weights_of_an_exact_first_layer_do_not_depend_on_the_scale():
+    # An exact first layer left D_1 at rounding level, so lambda_2 = D_1 / D_2
+    # was noise (2.9e-32 here) and X and X / 2 gave fits 44% apart.
+    X = np.array([[0.91049577, 0.85965512], [1.0, 0.0]])
+    kw = dict(init="random", max_iter=8, tol=0, random_state=0)
+    ref = DeepNMF((2, 1), **kw)
+    R = ref.fit_transform(X) @ ref.components_
+    for c in (0.5, 1e-290):
+        model = DeepNMF((2, 1), **kw)
+        Rc = model.fit_transform(X * c) @ model.components_
+        np.testing.assert_allclose(model.layer_weights_, ref.layer_weights_, rtol=1e-9)
+        np.testing.assert_allclose(Rc / c, R, rtol=1e-8, atol=1e-12)
+
+
+def test_layer_weights_agree_for_sparse_and_dense_exact_fits():
+    # The sparse loss (Gram form) computes an exact layer's D_1 as 0 or
+    # 1e-16 * ||X||^2, the dense one as 1e-28: weights 0.06 against 326.
+    X = np.array(
+        [[8.50172663e-301, 2.59262318e-302], [5.49662478e-301, 4.35322393e-301]]
+    )
+    kw = dict(max_iter=8, tol=0, random_state=2)
+    dense = DeepNMF((3, 2), **kw)
+    W = dense.fit_transform(X)
+    sparse = DeepNMF((3, 2), **kw)
+    Ws = sparse.fit_transform(sp.csr_matrix(X))
+    np.testing.assert_allclose(sparse.layer_weights_, dense.layer_weights_, rtol=1e-9)
+    np.testing.assert_allclose(
+        (Ws / 1e-300) @ sparse.components_, (W / 1e-300) @ dense.components_, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.array([[1.25590134e308]]),  # exponent 1024: the scale 2.0 ** 1024 was inf
+        np.array([[1e-320, 3e-321]]),  # subnormal: the inverse scale was inf
+        np.array([[1e-45, 3e-44]], np.float32),
+    ],
+    ids=["float64-largest", "float64-subnormal", "float32-subnormal"],
+)
+def test_data_at_the_ends_of_the_dtype_range(X):
+    model = DeepNMF(1, max_iter=10, random_state=0)
+    W = model.fit_transform(X)
+    assert W.dtype == X.dtype
+    assert np.isfinite(W).all() and np.isfinite(model.components_).all()
+    assert np.isfinite(model.reconstruction_err_)
+    R = W.astype(np.float64) @ model.components_.astype(np.float64)
+    peak = float(np.max(X))
+    assert np.linalg.norm((X - R) / peak) <= np.linalg.norm(X / peak)
