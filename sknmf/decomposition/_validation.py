@@ -171,7 +171,8 @@ def unscale_codes(W: np.ndarray, scale: float) -> np.ndarray:
     """Codes in the user's scale; a clear error where they do not fit the dtype."""
     if scale == 1.0:
         return W
-    out = W.astype(np.float64) * scale
+    with np.errstate(over="ignore"):  # an overflow is the error raised below
+        out = W.astype(np.float64) * scale
     if np.max(out, initial=0.0) > np.finfo(W.dtype).max:
         raise ValueError(
             f"The codes of this X overflow {W.dtype}: its entries are near the "

@@ -2,10 +2,14 @@
 
 What runs is ``_sklearn_test_nmf.py``: scikit-learn's
 ``sklearn/decomposition/tests/test_nmf.py`` after the mechanical rewrite of
-:data:`RULES` (``NMF`` -> ``DeepNMF``, ``MiniBatchNMF`` -> ``DeepNMF(batch_size=1024)``,
-``non_negative_factorization`` -> ``deep_nmf``, solver ``"cd"`` -> ``"hals"``), its
-assertions and tolerances untouched. :data:`CASE_MARKS` skips what does not
-apply, each with its reason, and holds the (at most three, strict) xfails.
+:data:`RULES` (``NMF`` -> ``DeepNMF``, ``MiniBatchNMF`` ->
+``DeepNMF(batch_size=1024, solver="mu")``, ``non_negative_factorization`` ->
+``deep_nmf``, solver ``"cd"`` -> ``"hals"``), its assertions and tolerances
+untouched. MiniBatchNMF's algorithm is the online multiplicative update, which is
+DeepNMF's ``solver="mu"`` with ``batch_size``; ``"auto"`` would pick Adam there, a
+different algorithm (with it, the NMF / MiniBatchNMF equivalence test fails by
+design). :data:`CASE_MARKS` skips what does not apply, each with its reason,
+holds the strict xfails and marks the big grids' other slices slow.
 
 Why a committed copy rather than a rewrite at collection time: the suite that
 runs is the same whatever scikit-learn is installed (a new release that edits its
