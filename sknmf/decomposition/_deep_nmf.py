@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 from skorch.callbacks import Callback
 
 from .. import distributed
-from .._torch.divergence import beta_divergence, beta_loss_to_float
+from .._torch.divergence import beta_divergence, beta_loss_to_float, squared_norm
 from .._torch.init import initialize_nmf
 from .._torch.nets import Stage
 from .._torch.objective import Problem, Regularization, chain
@@ -54,6 +54,7 @@ from ._validation import (
 
 _SOLVERS = {"auto", *SOLVERS}
 _MAX_LAYER_WEIGHT = 1e6
+_BLOCK = 1 << 20  # entries per float64 block when summing over X
 # Below this many multiply-adds in the main product a fit runs on one thread:
 # measured on 2 idle cores, one and two threads tie up to ~4e7 (6000x192, k=32),
 # two win 15% at 3e8; under load one thread avoids stalls at every barrier.
@@ -675,7 +676,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             for r in results:
                 self._warn_unconverged(r)
             terms = layer_terms_of(Xt, Ws0, Hs, beta) if len(ranks) > 1 else None
-            floors = _rounding_floors(Xt, Ws0, beta)
+            floors = _rounding_floors(Xt, Ws0, beta) if len(ranks) > 1 else None
             self.layer_weights_ = np.asarray(self._weights(terms, floors), np.float64)
             self._beta = beta
             self._solver = solver
@@ -964,9 +965,17 @@ def _rounding_floors(Xt, Ws, beta: float) -> list[float]:
     """
     floors = []
     for T in [Xt, *Ws[:-1]]:
-        v = T.values if isinstance(T, CSRMatrix) else T
-        v = v[v > 0].double()
-        floors.append(float((v**beta).sum()) * torch.finfo(T.dtype).eps / 2.0)
+        if beta == 2.0:
+            total = squared_norm(T)  # block by block: no copy of X
+        else:
+            v = (T.values if isinstance(T, CSRMatrix) else T).reshape(-1)
+            v = v[v > 0] if beta <= 0 else v  # 0 ** beta is 1 or inf there
+            # In float64 (T ** beta may overflow T's dtype), a block at a time.
+            total = sum(
+                float((v[i : i + _BLOCK].double() ** beta).sum())
+                for i in range(0, v.numel(), _BLOCK)
+            )
+        floors.append(total * torch.finfo(T.dtype).eps / 2.0)
     return floors
 
 
