@@ -68,7 +68,16 @@ def fine_tune(
     return run_stage(X, Ws, Hs, s, stage)
 
 
-def encode(X, Hs, problem: Problem, solver: str, stage: Stage, starts=None) -> list:
+def encode(
+    X,
+    Hs,
+    problem: Problem,
+    solver: str,
+    stage: Stage,
+    starts=None,
+    *,
+    return_n_iter: bool = False,
+) -> list:
     """Codes ``[W1, ..., WL]`` of ``X`` with every ``Hl`` fixed.
 
     Each layer from its solver's deterministic start (HALS: the clipped
@@ -76,6 +85,8 @@ def encode(X, Hs, problem: Problem, solver: str, stage: Stage, starts=None) -> l
     ``stage.tol``; then, in deep models, all codes jointly on the fitted
     objective. ``stage.check_every`` is the solver's own period for codes.
     ``starts`` replaces the deterministic starts (a list of codes per layer).
+    ``return_n_iter`` also returns the iterations of the last solve (the joint
+    one in deep models).
     """
     Ws = []
     target = X
@@ -96,6 +107,7 @@ def encode(X, Hs, problem: Problem, solver: str, stage: Stage, starts=None) -> l
         )
         Ws.append(res.Ws[0])
         target = res.Ws[0]
+        n_iter = res.n_iter
     if len(Hs) > 1:
         s = make_solver(solver, problem, batched=False)
         res = run_stage(
@@ -106,8 +118,8 @@ def encode(X, Hs, problem: Problem, solver: str, stage: Stage, starts=None) -> l
             replace(stage, check_every=s.codes_check_every),
             update_H=False,
         )
-        Ws = res.Ws
-    return Ws
+        Ws, n_iter = res.Ws, res.n_iter
+    return (Ws, n_iter) if return_n_iter else Ws
 
 
 def online_step(

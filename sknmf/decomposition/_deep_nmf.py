@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 from skorch.callbacks import Callback
 
 from .. import distributed
-from .._torch.divergence import beta_divergence, beta_loss_to_float
+from .._torch.divergence import beta_divergence, beta_loss_to_float, squared_norm
 from .._torch.init import initialize_nmf
 from .._torch.nets import Stage
 from .._torch.objective import Problem, Regularization, chain
@@ -54,6 +54,7 @@ from ._validation import (
 
 _SOLVERS = {"auto", *SOLVERS}
 _MAX_LAYER_WEIGHT = 1e6
+_BLOCK = 1 << 20  # entries per float64 block when summing over X
 # Below this many multiply-adds in the main product a fit runs on one thread:
 # measured on 2 idle cores, one and two threads tie up to ~4e7 (6000x192, k=32),
 # two win 15% at 3e8; under load one thread avoids stalls at every barrier.
@@ -405,7 +406,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if L > 1:
             terms = layer_terms_of(Xt, Ws, Hs, beta)
             self.pretrain_layer_errors_ = [_sqrt2(t) for t in terms]
-            problem.weights = self._weights(terms)
+            problem.weights = self._weights(terms, _rounding_floors(Xt, Ws, beta))
             res = fine_tune(
                 Xt,
                 Ws,
@@ -498,9 +499,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             W = self._encode_tensor(Xt, scale)[-1]
         return X, Xt, W, scale
 
-    def _encode_tensor(self, Xt, scale, starts=None) -> list:
+    def _encode_tensor(self, Xt, scale, starts=None, return_n_iter=False) -> list:
         """Codes ``[W1, ..., WL]`` of a validated ``X / scale`` tensor (in its
-        scale)."""
+        scale); with ``return_n_iter``, also the iterations of the last solve."""
         dtype = Xt.dtype
         Hs = [
             torch.as_tensor(H, device=Xt.device).to(dtype)
@@ -516,7 +517,40 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             verbose=int(self.verbose),
             callbacks=self._user_callbacks(),
         )
-        return encode(Xt, Hs, problem, self._solver, stage, starts=starts)
+        return encode(
+            Xt,
+            Hs,
+            problem,
+            self._solver,
+            stage,
+            starts=starts,
+            return_n_iter=return_n_iter,
+        )
+
+    def _fixed_weights_codes(self, X, W, H):
+        """``deep_nmf(update_H=False)``: this model set up with the weights ``H``
+        and ``X``'s codes for them, as in scikit-learn's
+        ``non_negative_factorization``. Returns ``(X, Xt, Ws, n_iter)``."""
+        X = self._validate_input(X, reset=True)
+        ranks = self._check_ranks(X.shape)
+        self._beta = self._check_beta(X)
+        if W is not None:
+            warnings.warn(
+                "When update_H=False, the provided initial W is not used.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        device = check_device(self.device)
+        _, Hs = check_custom_factors(None, H, X, ranks, device, online=True)
+        self._scale = safe_scale(X)
+        Xt = scaled_tensor(X, self._scale, device)
+        self._solver = self.solver
+        # No pretraining to balance the layers on: the given weights, or ones.
+        weights = self._weights(None) if self.layer_weights is not None else None
+        self.layer_weights_ = np.asarray(weights or [1.0] * len(ranks), np.float64)
+        self._store_weights(Hs, X.dtype)
+        Ws, n_iter = self._encode_tensor(Xt, self._scale, return_n_iter=True)
+        return X, Xt, Ws, n_iter
 
     def inverse_transform(self, X):
         """Map codes back to data space: ``X @ components_``.
@@ -642,7 +676,8 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             for r in results:
                 self._warn_unconverged(r)
             terms = layer_terms_of(Xt, Ws0, Hs, beta) if len(ranks) > 1 else None
-            self.layer_weights_ = np.asarray(self._weights(terms), dtype=np.float64)
+            floors = _rounding_floors(Xt, Ws0, beta) if len(ranks) > 1 else None
+            self.layer_weights_ = np.asarray(self._weights(terms, floors), np.float64)
             self._beta = beta
             self._solver = solver
             self._seed = seed
@@ -835,19 +870,34 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         )
         return [W_l / scale for W_l in Ws], Hs
 
-    def _weights(self, terms):
+    def _weights(self, terms, floors=None):
         """Layer weights: given, or equalising the pretrained layers' ``terms``
-        (None for one layer, whose weight is 1)."""
+        (None for one layer, whose weight is 1), each term taken no smaller than
+        its ``floors`` (see :func:`_rounding_floors`)."""
         if self.layer_weights is not None:
             return [float(w) for w in np.asarray(self.layer_weights).ravel()]
         if terms is None:
             return [1.0]
+        if floors is not None:
+            # Below its floor a term is rounding noise: the weights would follow
+            # the noise (and differ between X, 2 X and X as a sparse matrix).
+            terms = [max(float(t), float(f)) for t, f in zip(terms, floors)]
         # Equal terms at the start; lambda_1 = 1 keeps the penalties' scale that of
         # scikit-learn (relative to the data-fitting term).
-        # A layer fitted (almost) exactly by its pretraining would otherwise get
-        # a weight beyond float32's range: 1e6 already lets it dominate.
+        # Weights within [1e-6, 1e6]: a layer fitted (almost) exactly by its
+        # pretraining would otherwise get a weight beyond float32's range (1e6
+        # already lets it dominate), and a first layer fitted exactly would give
+        # the others weights of rounding noise (1e-284 or 1e-290 by the scale
+        # of X): the fit would depend on that noise, and their ratios overflow
+        # float32 in the deep solves.
         first = max(float(terms[0]), 1e-300)
-        return [min(first / max(float(t), 1e-300), _MAX_LAYER_WEIGHT) for t in terms]
+        return [
+            min(
+                max(first / max(float(t), 1e-300), 1.0 / _MAX_LAYER_WEIGHT),
+                _MAX_LAYER_WEIGHT,
+            )
+            for t in terms
+        ]
 
     def _store_weights(self, Hs, dtype):
         """The fitted weights: ``layer_components_`` and their product."""
@@ -903,50 +953,140 @@ def _unchanged_on_failure(estimator):
         raise
 
 
+def _rounding_floors(Xt, Ws, beta: float) -> list[float]:
+    """Per layer, the level below which the computed ``D_l`` is rounding noise.
+
+    The divergence of a fit exact to a relative ``δ`` on every entry of the
+    layer's target ``T`` (``X``, then the codes above) is about
+    ``Σ T^β δ² / 2``; the Gram form of the Frobenius loss (sparse ``X``,
+    ``||X||² - 2 <X, W H> + ||W H||²``) computes ``D_l`` only to ``eps ||X||²``,
+    so ``δ² = eps``, the dtype's epsilon. The floor scales with the data as
+    ``D_l`` does.
+    """
+    floors = []
+    for T in [Xt, *Ws[:-1]]:
+        if beta == 2.0:
+            total = squared_norm(T)  # block by block: no copy of X
+        else:
+            v = (T.values if isinstance(T, CSRMatrix) else T).reshape(-1)
+            v = v[v > 0] if beta <= 0 else v  # 0 ** beta is 1 or inf there
+            # In float64 (T ** beta may overflow T's dtype), a block at a time.
+            total = sum(
+                float((v[i : i + _BLOCK].double() ** beta).sum())
+                for i in range(0, v.numel(), _BLOCK)
+            )
+        floors.append(total * torch.finfo(T.dtype).eps / 2.0)
+    return floors
+
+
 def _sqrt2(loss: float) -> float:
     return math.sqrt(2.0 * max(float(loss), 0.0))
 
 
-def deep_nmf(X, n_components=None, *, W=None, H=None, **params):
-    """Deep NMF of ``X`` as a function, in the spirit of ``non_negative_factorization``.
+def deep_nmf(
+    X, W=None, H=None, n_components="auto", *, init=None, update_H=True, **params
+):
+    """Deep NMF of ``X`` as a function: ``non_negative_factorization``'s peer.
+
+    Same arguments, in the same order, and the same return convention as
+    :func:`sklearn.decomposition.non_negative_factorization`; ``update_H=False``
+    solves the codes for the given weights (what :meth:`DeepNMF.transform`
+    does), otherwise the factors are fitted and ``W`` equals
+    :meth:`DeepNMF.fit_transform`'s codes.
 
     Parameters
     ----------
     X : {array-like, sparse matrix} of shape (n_samples, n_features)
         Nonnegative data.
-    n_components : int or sequence of int, default=None
-        Ranks of the layers (see :class:`DeepNMF`).
-    W, H : array-like or list of array-like, default=None
-        Initial factors for ``init="custom"``.
+    W : array-like or list of array-like, default=None
+        Initial codes for ``init="custom"`` (ignored with a warning when
+        ``update_H=False``).
+    H : array-like or list of array-like, default=None
+        Initial weights for ``init="custom"``; with ``update_H=False`` the fixed
+        weights (required).
+    n_components : int, sequence of int, "auto" or None, default="auto"
+        Ranks of the layers (see :class:`DeepNMF`). ``"auto"`` takes them from
+        ``H`` when it is used, else it is ``n_features``.
+    init : {"random", "nndsvd", "nndsvda", "nndsvdar", "custom"}, default=None
+        Initialisation, as :class:`DeepNMF`'s (unused when ``update_H=False``).
+    update_H : bool, default=True
+        False keeps ``H`` fixed and solves the codes only.
     **params
-        Any other :class:`DeepNMF` parameter.
+        Any other :class:`DeepNMF` parameter (``solver``, ``beta_loss``,
+        ``max_iter``, ``tol``, ``alpha_W``, ``layer_weights``, ...). With
+        ``update_H=False`` a deep model's ``layer_weights`` default to ones
+        (there is no pretraining to balance them on).
 
     Returns
     -------
-    W_list : list of ndarray
-        Codes ``[W1, ..., WL]`` of the training rows, ``Wl`` of shape
+    W : ndarray of shape (n_samples, n_components) or list of ndarray
+        The codes. For a sequence ``n_components`` (or a list ``H``), the list
+        ``[W1, ..., WL]`` of every layer's codes, ``Wl`` of shape
         (n_samples, r_l).
-    H_list : list of ndarray
-        Weights ``[H1, ..., HL]``.
+    H : ndarray of shape (n_components, n_features) or list of ndarray
+        The weights; the list ``[H1, ..., HL]`` in the deep form.
     n_iter : int
-        Iterations of the joint fine-tuning (of the one layer when shallow).
+        Iterations of the joint fine-tuning (of the one layer when shallow);
+        with ``update_H=False``, of the codes' solve.
 
     See Also
     --------
     DeepNMF : The estimator.
+    sklearn.decomposition.non_negative_factorization : The one-layer reference.
 
     Examples
     --------
     >>> from sklearn.datasets import load_digits
     >>> from sknmf import deep_nmf
     >>> X = load_digits().data[:200]
-    >>> W_list, H_list, n_iter = deep_nmf(X, (12, 4), random_state=0)
+    >>> W, H, n_iter = deep_nmf(X, n_components=5, random_state=0)
+    >>> W.shape, H.shape
+    ((200, 5), (5, 64))
+    >>> W_list, H_list, n_iter = deep_nmf(X, n_components=(12, 4), random_state=0)
     >>> [W.shape for W in W_list], [H.shape for H in H_list]
     ([(200, 12), (200, 4)], [(12, 64), (4, 12)])
+    >>> W2, _, _ = deep_nmf(X, H=H, update_H=False)  # codes for fixed weights
+    >>> W2.shape
+    (200, 5)
     """
-    model = DeepNMF(n_components, **params)
+    if _looks_like_ranks(W):
+        raise TypeError(
+            "deep_nmf takes (X, W, H, n_components), as non_negative_factorization; "
+            f"got W={W!r}, which looks like ranks. Pass n_components={W!r}."
+        )
+    layered = isinstance(n_components, (list, tuple, np.ndarray)) or isinstance(
+        H, (list, tuple)
+    )
+    if not update_H:
+        if H is None:
+            raise ValueError(
+                "update_H=False solves the codes for given weights: pass H."
+            )
+        if isinstance(n_components, str) and n_components == "auto":
+            n_components = [np.shape(H_l)[0] for H_l in (H if layered else [H])]
+            n_components = n_components if layered else n_components[0]
+    model = DeepNMF(n_components, init=init, **params)
     model._validate_params()
-    X, Xt = model._fit(X, W, H)
-    Ws = model._encode_tensor(Xt, model._scale)
-    W_list = [model._codes(W_l, X.dtype) for W_l in Ws]
-    return W_list, list(model.layer_components_), model.n_iter_
+    with model._threads(X):
+        if update_H:
+            X, Xt = model._fit(X, W, H)
+            Ws = model._encode_tensor(Xt, model._scale)
+            n_iter = model.n_iter_
+        else:
+            X, Xt, Ws, n_iter = model._fixed_weights_codes(X, W, H)
+    W_out = [model._codes(W_l, X.dtype) for W_l in Ws]
+    H_out = list(model.layer_components_)
+    if layered or len(H_out) > 1:
+        return W_out, H_out, n_iter
+    return W_out[0], H_out[0], n_iter
+
+
+def _looks_like_ranks(W) -> bool:
+    """``W`` given as ranks: the old ``deep_nmf(X, n_components)`` call."""
+    if isinstance(W, Integral) and not isinstance(W, bool):
+        return True
+    return (
+        isinstance(W, (list, tuple))
+        and len(W) > 0
+        and all(isinstance(w, Integral) for w in W)
+    )

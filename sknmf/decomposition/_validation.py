@@ -149,7 +149,11 @@ def safe_scale(X) -> float:
     exponent = int(np.frexp(peak)[1])
     if abs(exponent) <= _SAFE_EXPONENT:
         return 1.0
-    return float(np.ldexp(1.0, exponent))
+    # Both the scale and its inverse in the dtype's range: data at the largest
+    # float64 values have exponent 1024 (2.0 ** 1024 is inf), subnormal data
+    # one whose inverse is.
+    bound = np.finfo(X.dtype).maxexp - 1
+    return float(np.ldexp(1.0, min(max(exponent, -bound), bound)))
 
 
 def scaled_tensor(X, scale: float, device):
@@ -167,7 +171,8 @@ def unscale_codes(W: np.ndarray, scale: float) -> np.ndarray:
     """Codes in the user's scale; a clear error where they do not fit the dtype."""
     if scale == 1.0:
         return W
-    out = W.astype(np.float64) * scale
+    with np.errstate(over="ignore"):  # an overflow is the error raised below
+        out = W.astype(np.float64) * scale
     if np.max(out, initial=0.0) > np.finfo(W.dtype).max:
         raise ValueError(
             f"The codes of this X overflow {W.dtype}: its entries are near the "

@@ -368,7 +368,9 @@ def test_float32_preserved(digits):
 
 
 def test_deep_nmf_function(digits):
-    W_list, H_list, n_iter = deep_nmf(digits[:100], (8, 4), max_iter=10, random_state=0)
+    W_list, H_list, n_iter = deep_nmf(
+        digits[:100], n_components=(8, 4), max_iter=10, random_state=0
+    )
     assert [W.shape for W in W_list] == [(100, 8), (100, 4)]
     assert [H.shape for H in H_list] == [(8, 64), (4, 8)]
     assert n_iter == 10

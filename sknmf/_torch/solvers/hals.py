@@ -613,9 +613,12 @@ class HALSSolver(Solver):
     @classmethod
     def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
         if problem.beta != 2.0:
+            # scikit-learn's wording first (its tests match it, and so may
+            # users' code); then what to do.
             raise ValueError(
-                "solver='hals' minimises the Frobenius loss; got beta_loss="
-                f"{problem.beta!r}. Use solver='mu' (any beta) or solver='adam'."
+                "Invalid beta_loss parameter: solver 'hals' does not handle "
+                f"beta_loss = {problem.beta!r}. solver='hals' minimises the "
+                "Frobenius loss; use solver='mu' (any beta) or solver='adam'."
             )
         if problem.deep:
             from .deep_hals import DeepHALSSolver

@@ -440,6 +440,13 @@ class MUSolver(Solver):
                 den = add_penalty_gradient(den, reg.l1_H, reg.l2_H, H)
             num = s["num"] * (H ** (1.0 / gamma) if gamma != 1.0 else H)
             folded[l] = {"num": num, "den": den}
+        # The running sums start at (H, 1), as MiniBatchNMF's: started at zero,
+        # a first batch without some feature would set its weights to zero, where
+        # multiplicative updates stay for good.
+        running = dict(running or {})
+        for l in folded:
+            if l not in running:
+                running[l] = {"num": Hs[l].clone(), "den": torch.ones_like(Hs[l])}
         return super().fold(running, folded, rho, Hs, reg)
 
     def update_weights(self, layers, stats, Hs, state, *, online=False):
