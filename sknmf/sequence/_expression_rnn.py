@@ -21,6 +21,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -32,7 +33,8 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, ProgressBar
-from skorch.dataset import ValidSplit
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
 
 from .._torch.nets import InterruptWatch
 from .._torch.rnn import SequenceClassifier
@@ -102,6 +104,11 @@ def _check_label_kinds(y: np.ndarray) -> None:
         )
 
 
+def _rows(net_input: dict, rows: np.ndarray) -> dict:
+    """The network's inputs of some sequences."""
+    return {name: value[rows] for name, value in net_input.items()}
+
+
 def _check_float32_range(values: np.ndarray, what: str) -> None:
     """Refuse inputs the float32 network cannot hold (it would answer NaN)."""
     limit = float(np.finfo(np.float32).max)
@@ -161,7 +168,8 @@ class ExpressionRNN(
         If set, this fraction of the training sequences (stratified when every class
         can spare one) is held out and scored after every epoch (``valid_loss``,
         ``valid_acc`` in ``history_``), e.g. for ``early_stopping``. ``None`` trains on
-        everything, or holds out 0.2 with ``early_stopping``.
+        everything, or holds out 0.2 with ``early_stopping``. Without
+        ``early_stopping`` the held-out part is never trained on.
     device : str or torch.device, default="cpu"
         ``"cpu"`` or ``"cuda"``; a clear error is raised when CUDA is not available.
     random_state : int, RandomState instance or None, default=None
@@ -196,11 +204,14 @@ class ExpressionRNN(
         L2 penalty (``weight_decay`` of the :mod:`torch.optim` optimizer; decoupled
         for ``optimizer="adamw"``).
     early_stopping : bool, default=True
-        Stop when the loss on a held-out part of the training sequences
-        (``validation_fraction``, 0.2 if ``None``) has not improved for
-        ``n_iter_no_change`` epochs, and keep the weights of the best epoch. With
-        ``skip`` the network starts as the linear model, so it departs from it only
-        as far as the held-out loss improves.
+        Choose the number of epochs on a held-out part of the training sequences
+        (``validation_fraction``, 0.2 if ``None``): train on the rest until the
+        held-out loss has not improved for ``n_iter_no_change`` epochs; then train
+        again, linear path included, on all the sequences for the best number of
+        epochs. With ``skip`` the network starts as the linear model, so it departs
+        from it only as far as the held-out loss improved. (Without ``skip`` the
+        network alone stops too early on small data: 0.76 against 0.81 on the hard
+        expression set.)
     n_iter_no_change : int, default=10
         Patience of ``early_stopping``, in epochs.
     callbacks : list of skorch callbacks or None, default=None
@@ -231,7 +242,9 @@ class ExpressionRNN(
         :class:`sknmf._torch.rnn.SequenceClassifier`.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``train_acc`` (and ``valid_loss``,
-        ``valid_acc`` with ``validation_fraction``), ``dur``.
+        ``valid_acc`` with a held-out part), ``dur``. With ``early_stopping``, the
+        record of the run that chose the number of epochs (the final network's own
+        record is ``net_.history``).
     input_mean_ : ndarray of shape (n_inputs,)
         Subtracted from the network's input features (zeros unless
         ``scale_inputs="feature"``).
@@ -253,8 +266,9 @@ class ExpressionRNN(
     skip_intercept_ : ndarray of shape (n_classes,)
         Its intercepts.
     n_iter_ : int
-        Number of epochs actually run (fewer than ``max_epochs`` if a callback stopped
-        training early).
+        Number of epochs the final network was trained (with ``early_stopping``, the
+        best number found on the held-out part; fewer than ``max_epochs`` also if a
+        callback stopped training early).
 
     See Also
     --------
@@ -425,7 +439,6 @@ class ExpressionRNN(
             )
         self._check_class_weight()
         y_enc = encoder.transform(y).astype(np.int64)
-        n_classes = len(self.classes_)
 
         # With scale_inputs="none" the network reads the values as they are: no
         # internal rescaling (values beyond float32 are then a clear error).
@@ -441,9 +454,47 @@ class ExpressionRNN(
                 compute_class_weight(self.class_weight, classes=self.classes_, y=y),
                 dtype=torch.float32,
             )
+        train_rows, valid_rows = self._split(y_enc, seed)
+        with _threads_for(self._step_work(), device), InterruptWatch() as watch:
+            net = self._train(seqs, y_enc, weight, seed, device, train_rows, valid_rows)
+            history = net.history
+            if self.early_stopping and not watch.signalled:
+                # The held-out part chose the number of epochs; now every sequence
+                # trains the linear path and the network, for that many epochs.
+                # (The former held-out part is still scored, so that callbacks
+                # watching valid_loss keep working; it is no longer held out.)
+                best = int(np.argmin(history[:, "valid_loss"])) + 1
+                rows = np.arange(len(y_enc))
+                net = self._train(
+                    seqs, y_enc, weight, seed, device, rows, valid_rows, best
+                )
+        if watch.signalled:
+            # skorch ends training on any KeyboardInterrupt, a user's Ctrl-C
+            # included: that one must stop the program, not return a model.
+            raise KeyboardInterrupt
+        # Inference never switches modes again: concurrent predictions cannot
+        # race on module.train()/eval() (dropout left on in another thread).
+        net.module_.eval()
+        self.net_ = net
+        self.history_ = history
+        self.n_iter_ = len(net.history)
+        self._n_features_out = net.module_.embedding_size
+        return self
+
+    def _train(
+        self, seqs, y_enc, weight, seed, device, train_rows, valid_rows, epochs=None
+    ) -> NeuralNetClassifier:
+        """Fit the linear path and train the network on ``train_rows``.
+
+        With ``valid_rows``, those sequences are scored after every epoch (and stop
+        training with ``early_stopping``); ``epochs`` overrides ``max_epochs``.
+        """
+        n_classes = len(self.classes_)
         module_skip = {}
         if self.skip:
-            self._fit_skip(seqs, y_enc, weight)
+            # Fitted on the training part only: the held-out part must judge the
+            # linear path as honestly as the network.
+            self._fit_skip(seqs, y_enc, weight, train_rows)
             module_skip = dict(
                 module__skip_weight=self.skip_coef_,
                 module__skip_bias=self.skip_intercept_,
@@ -455,31 +506,24 @@ class ExpressionRNN(
         # Copies: skorch initialises and mutates callbacks; the user's stay untouched.
         callbacks.extend(copy.deepcopy(list(self.callbacks or [])))
 
-        fraction = self.validation_fraction
-        if fraction is None and self.early_stopping:
-            fraction = 0.2
-        if fraction is None:
+        net_input = self._net_input(seqs)
+        if valid_rows is None:
             train_split = None
         else:
-            # Stratify where every class can give the validation part a sequence.
-            counts = np.bincount(y_enc, minlength=n_classes)
-            stratified = bool(
-                counts.min() >= 2 and round(fraction * len(y_enc)) >= n_classes
-            )
-            train_split = ValidSplit(fraction, stratified=stratified, random_state=seed)
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        load_best=True,
-                    ),
+            valid = Dataset(_rows(net_input, valid_rows), y_enc[valid_rows])
+            train_split = predefined_split(valid)
+            if self.early_stopping and epochs is None:
+                callbacks.append(
+                    (
+                        "early_stopping",
+                        EarlyStopping(
+                            monitor="valid_loss",
+                            patience=self.n_iter_no_change,
+                            load_best=True,
+                        ),
+                    )
                 )
-            )
-
-        self.net_ = NeuralNetClassifier(
+        net = NeuralNetClassifier(
             module=SequenceClassifier,
             module__n_features=len(self.input_scale_),
             module__n_classes=n_classes,
@@ -495,7 +539,7 @@ class ExpressionRNN(
             optimizer=_OPTIMIZERS[self.optimizer],
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
+            max_epochs=self.max_epochs if epochs is None else epochs,
             batch_size=self.batch_size,
             train_split=train_split,
             classes=np.arange(n_classes),
@@ -506,19 +550,7 @@ class ExpressionRNN(
             device=str(device),
             verbose=self.verbose,
         )
-        with _threads_for(self._step_work(), device), InterruptWatch() as watch:
-            self.net_.fit(self._net_input(seqs), y_enc)
-        if watch.signalled:
-            # skorch ends training on any KeyboardInterrupt, a user's Ctrl-C
-            # included: that one must stop the program, not return a model.
-            raise KeyboardInterrupt
-        # Inference never switches modes again: concurrent predictions cannot
-        # race on module.train()/eval() (dropout left on in another thread).
-        self.net_.module_.eval()
-        self.history_ = self.net_.history
-        self.n_iter_ = len(self.history_)
-        self._n_features_out = self.net_.module_.embedding_size
-        return self
+        return net.fit(_rows(net_input, train_rows), y_enc[train_rows])
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of each sequence.
@@ -625,9 +657,40 @@ array-like of shape (n_seq, n_features)
             return 1.0
         return float(2.0 ** np.frexp(peak)[1])
 
-    def _fit_skip(self, seqs: Sequences, y_enc: np.ndarray, weight) -> None:
+    def _split(self, y_enc: np.ndarray, seed: int):
+        """Rows to train on and rows held out (``None`` without a validation part)."""
+        fraction = self.validation_fraction
+        if fraction is None and self.early_stopping:
+            fraction = 0.2
+        rows = np.arange(len(y_enc))
+        if fraction is None:
+            return rows, None
+        # Stratify where every class can give the validation part a sequence (as
+        # skorch's ValidSplit, which this replaces so the linear path sees the same
+        # training part).
+        n_classes = len(self.classes_)
+        counts = np.bincount(y_enc, minlength=n_classes)
+        stratified = bool(
+            counts.min() >= 2 and round(fraction * len(y_enc)) >= n_classes
+        )
+        splitter = StratifiedShuffleSplit if stratified else ShuffleSplit
+        train, valid = next(
+            splitter(n_splits=1, test_size=fraction, random_state=seed).split(
+                rows, y_enc
+            )
+        )
+        return np.sort(train), np.sort(valid)
+
+    def _fit_skip(
+        self, seqs: Sequences, y_enc: np.ndarray, weight, rows: np.ndarray
+    ) -> None:
         """The linear path: logistic regression of the standardised change."""
-        change = self._last_change(seqs)
+        if len(np.unique(y_enc[rows])) < len(self.classes_):
+            # Tiny data whose training part misses a class: all rows, or the linear
+            # path could not score that class at all.
+            rows = np.arange(len(y_enc))
+        change = self._last_change(seqs)[rows]
+        y_enc = y_enc[rows]
         self.skip_mean_ = change.mean(axis=0)
         std = change.std(axis=0)
         self.skip_scale_ = 1.0 / np.where(std > 0, std, 1.0)

@@ -363,10 +363,16 @@ def test_weight_decay_and_early_stopping():
     stopped = _small(early_stopping=True, n_iter_no_change=2, max_epochs=200)
     stopped.fit(X, y)
     losses = stopped.history_[:, "valid_loss"]
-    assert stopped.n_iter_ < 200 and len(losses) == stopped.n_iter_
-    # Stopped `patience` epochs after the best epoch, whose weights are kept.
+    # The choosing run stopped `patience` epochs after its best epoch ...
     best = int(np.argmin(losses))
-    assert stopped.n_iter_ - 1 - best == 2
+    assert len(losses) < 200 and len(losses) - 1 - best == 2
+    # ... and the final network trained on every sequence for that many epochs.
+    assert stopped.n_iter_ == best + 1 == len(stopped.net_.history)
+    refit = _small(early_stopping=False, max_epochs=best + 1).fit(X, y)
+    np.testing.assert_allclose(
+        stopped.predict_proba(X), refit.predict_proba(X), rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(stopped.skip_coef_, refit.skip_coef_)
 
 
 def test_small_nets_leave_the_callers_thread_setting_alone():
