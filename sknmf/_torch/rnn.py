@@ -1,7 +1,8 @@
 """Recurrent sequence classifier over packed variable-length batches.
 
 Pure torch (no scikit-learn): :class:`SequenceClassifier` turns a zero-padded
-batch ``(batch, max_len, n_features)`` plus the true ``lengths`` into class logits. The
+batch ``(batch, max_len, n_features)`` plus the true ``lengths`` into class logits,
+optionally added to a fixed linear model of one vector per sequence. The
 batch is packed with :func:`torch.nn.utils.rnn.pack_padded_sequence`, so padding frames
 never reach the recurrence: a sequence's output does not depend on how long the other
 sequences of its batch are, nor on where it sits in the batch.
@@ -78,6 +79,14 @@ class SequenceClassifier(nn.Module):
         before the read-out (so it also acts when ``num_layers == 1``).
     seed : int
         Seed of the private generators for initialisation and dropout.
+    skip_weight : tensor-like of shape (n_classes, n_skip) or None
+        A fixed linear path added to the logits: ``forward`` then takes one extra
+        vector per sequence, ``skip``, and adds ``skip @ skip_weight.T + skip_bias``
+        (for instance a logistic regression fitted beforehand). Stored as buffers, so
+        no optimizer changes it; the read-out of the recurrence then starts at zero,
+        and the untrained network is exactly that linear model.
+    skip_bias : tensor-like of shape (n_classes,) or None
+        Intercepts of the linear path (zeros if ``None``).
 
     Notes
     -----
@@ -98,6 +107,8 @@ class SequenceClassifier(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         seed: int = 0,
+        skip_weight=None,
+        skip_bias=None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -125,6 +136,27 @@ class SequenceClassifier(nn.Module):
         )
         self.to_empty(device="cpu")
         self.dropout = PrivateDropout(dropout, seed + 1)
+        if skip_weight is None:
+            self.skip_weight = self.skip_bias = None
+        else:
+            weight = torch.as_tensor(skip_weight, dtype=torch.float32)
+            if weight.ndim != 2 or weight.shape[0] != n_classes:
+                raise ValueError(
+                    f"skip_weight must have shape (n_classes={n_classes}, n_skip); "
+                    f"got {tuple(weight.shape)}."
+                )
+            bias = (
+                torch.zeros(n_classes)
+                if skip_bias is None
+                else torch.as_tensor(skip_bias, dtype=torch.float32).reshape(-1)
+            )
+            if bias.shape != (n_classes,):
+                raise ValueError(
+                    f"skip_bias must have shape ({n_classes},); "
+                    f"got {tuple(bias.shape)}."
+                )
+            self.register_buffer("skip_weight", weight.clone())
+            self.register_buffer("skip_bias", bias.clone())
         self.reset_parameters(seed)
 
     @property
@@ -151,6 +183,12 @@ class SequenceClassifier(nn.Module):
                 param.copy_(
                     torch.empty(param.shape).uniform_(-bound, bound, generator=gen)
                 )
+            if self.skip_weight is not None:
+                # Start from the linear path alone: the recurrence's read-out learns
+                # only what that model leaves (the first gradient steps still reach
+                # the recurrence through the read-out's own updates).
+                self.head.weight.zero_()
+                self.head.bias.zero_()
 
     def embed(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Final hidden state of the last layer, ``(batch, embedding_size)``.
@@ -182,6 +220,29 @@ class SequenceClassifier(nn.Module):
         # (the RNN un-sorts it with the packed sequence's unsorted_indices).
         return torch.cat(list(hidden), dim=1)
 
-    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(batch, n_classes)``."""
-        return self.head(self.dropout(self.embed(X, lengths)))
+    @property
+    def n_skip(self) -> int:
+        """Size of the per-sequence input of the linear path (0 without one)."""
+        return 0 if self.skip_weight is None else int(self.skip_weight.shape[1])
+
+    def forward(
+        self,
+        X: torch.Tensor,
+        lengths: torch.Tensor,
+        skip: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Class logits ``(batch, n_classes)``.
+
+        ``skip`` ``(batch, n_skip)`` is the input of the linear path, required when
+        the module has one and refused otherwise.
+        """
+        logits = self.head(self.dropout(self.embed(X, lengths)))
+        if self.skip_weight is None:
+            if skip is not None:
+                raise ValueError("This module has no linear path: pass skip=None.")
+            return logits
+        if skip is None or skip.shape != (X.shape[0], self.n_skip):
+            raise ValueError(
+                f"skip must be a tensor of shape (batch={X.shape[0]}, {self.n_skip})."
+            )
+        return logits + skip.to(logits.dtype) @ self.skip_weight.T + self.skip_bias

@@ -1,4 +1,10 @@
-"""ExpressionRNN: recurrent sequence classifier for scikit-learn, trained by skorch."""
+"""ExpressionRNN: recurrent sequence classifier for scikit-learn, trained by skorch.
+
+The estimator owns input preparation (change from the first frame, motion features,
+standardisation, a safe internal scale for huge values), the linear path of the
+last-minus-first change fitted before the network, label and class-weight
+validation, and the guarantee that a failed ``fit`` leaves the previous model intact.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -25,7 +33,8 @@ from sklearn.utils.validation import (
 )
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, ProgressBar
-from skorch.dataset import ValidSplit
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
 
 from .._torch.nets import InterruptWatch
 from .._torch.rnn import SequenceClassifier
@@ -56,12 +65,60 @@ def _threads_for(work: int, device: torch.device):
     return threads_for(work, _SINGLE_THREAD_WORK, device)
 
 
+# Training frames whose largest magnitude lies outside [2**-60, 2**60] are divided by
+# a power of two first (exact: it changes no digit): squares of values beyond ~1e154
+# overflow float64 and values beyond ~3e38 overflow the network's float32. Inside
+# that range nothing is rescaled, so ordinary data gives bit-identical fits.
+_SAFE_MAGNITUDE = 2.0**60
+
+# Fitted attributes that do not end with "_" (restored with the others when a fit
+# fails).
+_PRIVATE_FITTED = ("_n_features_out", "_frame_scale")
+
+
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
 }
+
+
+def _check_label_kinds(y: np.ndarray) -> None:
+    """Refuse labels mixing strings and numbers, as scikit-learn's encoders do.
+
+    ``check_classification_targets`` sorts the labels first and dies with Python's
+    ``'<' not supported between instances of 'int' and 'str'``.
+    """
+    if y.dtype.kind != "O":
+        return
+    kinds = {"string" if isinstance(v, str | bytes) else "number" for v in y}
+    if len(kinds) > 1:
+        examples = [next(v for v in y if isinstance(v, str | bytes))]
+        examples.append(next(v for v in y if not isinstance(v, str | bytes)))
+        raise TypeError(
+            "Mix of label input types (string and number) in y, e.g. "
+            f"{examples[0]!r} and {examples[1]!r}: ExpressionRNN, like scikit-learn's "
+            "classifiers, needs labels of one kind; convert them first, e.g. "
+            "y.astype(str)."
+        )
+
+
+def _rows(net_input: dict, rows: np.ndarray) -> dict:
+    """The network's inputs of some sequences."""
+    return {name: value[rows] for name, value in net_input.items()}
+
+
+def _check_float32_range(values: np.ndarray, what: str) -> None:
+    """Refuse inputs the float32 network cannot hold (it would answer NaN)."""
+    limit = float(np.finfo(np.float32).max)
+    if values.size and not np.all(np.abs(values) <= limit):
+        raise ValueError(
+            f"X is far outside the range of the training data: {what}, after the "
+            "scaling learned in fit, exceed float32's range (about 3.4e38), in which "
+            "the network computes. Bring X to the scale of the data the model was "
+            "fitted on (or refit on data of this scale)."
+        )
 
 
 class ExpressionRNN(
@@ -111,7 +168,8 @@ class ExpressionRNN(
         If set, this fraction of the training sequences (stratified when every class
         can spare one) is held out and scored after every epoch (``valid_loss``,
         ``valid_acc`` in ``history_``), e.g. for ``early_stopping``. ``None`` trains on
-        everything, or holds out 0.2 with ``early_stopping``.
+        everything, or holds out 0.2 with ``early_stopping``. Without
+        ``early_stopping`` the held-out part is never trained on.
     device : str or torch.device, default="cpu"
         ``"cpu"`` or ``"cuda"``; a clear error is raised when CUDA is not available.
     random_state : int, RandomState instance or None, default=None
@@ -145,15 +203,31 @@ class ExpressionRNN(
     weight_decay : float, default=0.0
         L2 penalty (``weight_decay`` of the :mod:`torch.optim` optimizer; decoupled
         for ``optimizer="adamw"``).
-    early_stopping : bool, default=False
-        Stop when the loss on a held-out part of the training sequences
-        (``validation_fraction``, 0.2 if ``None``) has not improved for
-        ``n_iter_no_change`` epochs, and keep the weights of the best epoch.
+    early_stopping : bool, default=True
+        Choose the number of epochs on a held-out part of the training sequences
+        (``validation_fraction``, 0.2 if ``None``): train on the rest until the
+        held-out loss has not improved for ``n_iter_no_change`` epochs; then train
+        again, linear path included, on all the sequences for the best number of
+        epochs. With ``skip`` the network starts as the linear model, so it departs
+        from it only as far as the held-out loss improved. (Without ``skip`` the
+        network alone stops too early on small data: 0.79 against 0.81 on the hard
+        expression set.)
     n_iter_no_change : int, default=10
         Patience of ``early_stopping``, in epochs.
     callbacks : list of skorch callbacks or None, default=None
         Extra :mod:`skorch.callbacks`, passed to the skorch net (copied, so the
         instances you pass are never modified).
+    skip : bool, default=True
+        Add a linear path to the class scores: first a logistic regression (L2,
+        strength ``skip_C``) is fitted on each sequence's last frame minus its first,
+        standardised (scikit-learn's ``StandardScaler`` then ``LogisticRegression``,
+        the strong linear baseline of expression videos); then the recurrent network
+        is trained on top of it, its read-out starting at zero, so it learns what the
+        linear model leaves (the linear path stays fixed). Works with every
+        ``inputs`` setting; a one-frame sequence's change is zero.
+    skip_C : float, default=1.0
+        Inverse L2 strength of the linear path (``C`` of
+        :class:`~sklearn.linear_model.LogisticRegression`).
 
     Attributes
     ----------
@@ -168,7 +242,9 @@ class ExpressionRNN(
         :class:`sknmf._torch.rnn.SequenceClassifier`.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``train_acc`` (and ``valid_loss``,
-        ``valid_acc`` with ``validation_fraction``), ``dur``.
+        ``valid_acc`` with a held-out part), ``dur``. With ``early_stopping``, the
+        record of the run that chose the number of epochs (the final network's own
+        record is ``net_.history``).
     input_mean_ : ndarray of shape (n_inputs,)
         Subtracted from the network's input features (zeros unless
         ``scale_inputs="feature"``).
@@ -178,9 +254,21 @@ class ExpressionRNN(
     motion_scale_ : float
         The average norm of a training frame, ``s`` of ``motion`` (only with
         ``motion=True``).
+    skip_mean_ : ndarray of shape (n_features_in_,)
+        Mean of the training sequences' last-minus-first change (only with
+        ``skip=True``).
+    skip_scale_ : ndarray of shape (n_features_in_,)
+        Inverse standard deviation of that change (1 where it is constant); the
+        linear path reads ``(change - skip_mean_) * skip_scale_``.
+    skip_coef_ : ndarray of shape (n_classes, n_features_in_)
+        Weights of the linear path on those standardised changes (for two classes
+        the first row is zero: scikit-learn's binary coefficients are the second).
+    skip_intercept_ : ndarray of shape (n_classes,)
+        Its intercepts.
     n_iter_ : int
-        Number of epochs actually run (fewer than ``max_epochs`` if a callback stopped
-        training early).
+        Number of epochs the final network was trained (with ``early_stopping``, the
+        best number found on the held-out part; fewer than ``max_epochs`` also if a
+        callback stopped training early).
 
     See Also
     --------
@@ -192,7 +280,20 @@ class ExpressionRNN(
     Input may be ``(n_seq, n_frames, n_features)``, a list of ``(n_frames_i,
     n_features)`` arrays of different lengths, or ``(n_seq, n_features)``, read as
     one-frame sequences. The network computes in float32; :meth:`transform` returns
-    the input's float dtype.
+    the input's float dtype. Training data of any finite magnitude is divided
+    internally by a power of two when needed (standardised inputs do not depend on
+    it); data whose inputs, after the scaling learned in :meth:`fit`, exceed
+    float32's range is refused with a ``ValueError`` rather than given non-finite
+    probabilities. If :meth:`fit` fails (an exception, e.g. from a callback, or
+    Ctrl-C), the estimator is left exactly as it was before the call.
+
+    On small, person-dominated data (the hard setting of
+    :func:`~sknmf.datasets.make_expression_videos`, person-wise 5-fold
+    cross-validation over three data sets) the defaults score 0.858 on the 7
+    expressions, the logistic regression of the last-minus-first codes alone 0.857,
+    the network without the linear path 0.791 (0.813 without early stopping);
+    onset versus offset 0.98 against 0.91 for the linear model
+    (``benchmarks/expressions.py``).
 
     Examples
     --------
@@ -235,6 +336,8 @@ class ExpressionRNN(
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "callbacks": [list, None],
+        "skip": ["boolean"],
+        "skip_C": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -258,9 +361,11 @@ class ExpressionRNN(
         inputs: str = "change",
         motion: bool = True,
         weight_decay: float = 0.0,
-        early_stopping: bool = False,
+        early_stopping: bool = True,
         n_iter_no_change: int = 10,
         callbacks: list | None = None,
+        skip: bool = True,
+        skip_C: float = 1.0,
     ) -> None:
         self.hidden_size = hidden_size
         self.cell = cell
@@ -283,6 +388,8 @@ class ExpressionRNN(
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.callbacks = callbacks
+        self.skip = skip
+        self.skip_C = skip_C
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -301,6 +408,19 @@ class ExpressionRNN(
         self : ExpressionRNN
             The fitted classifier.
         """
+        # A fit that fails half-way (a callback's exception, Ctrl-C) must not leave
+        # the new n_features_in_ beside the old network: put everything back.
+        before = self._fitted_state()
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            for name in self._fitted_state():
+                delattr(self, name)
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
+    def _fit(self, X, y):
         device = check_device(self.device)
         seqs, _ = self._validate_sequences(X, reset=True)
         y = column_or_1d(y, warn=True)
@@ -309,6 +429,7 @@ class ExpressionRNN(
                 f"y has {len(y)} labels but X has {seqs.n_sequences} sequences; "
                 "pass one label per sequence."
             )
+        _check_label_kinds(y)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
@@ -317,17 +438,13 @@ class ExpressionRNN(
                 "ExpressionRNN needs at least 2 classes to train, but y contains only "
                 f"one class: {self.classes_[0]!r}."
             )
-        if isinstance(self.class_weight, dict):
-            unseen = [k for k in self.class_weight if k not in set(self.classes_)]
-            if unseen:
-                raise ValueError(
-                    f"class_weight names labels {unseen!r} that are not in y (whose "
-                    f"classes are {self.classes_.tolist()!r}); remove them or fix "
-                    "their spelling."
-                )
+        self._check_class_weight()
         y_enc = encoder.transform(y).astype(np.int64)
-        n_classes = len(self.classes_)
 
+        # With scale_inputs="none" the network reads the values as they are: no
+        # internal rescaling (values beyond float32 are then a clear error).
+        scaled = self.scale_inputs not in ("none", False)
+        self._frame_scale = self._safe_frame_scale(seqs.frames) if scaled else 1.0
         self._fit_input_scaling(self._net_features(seqs, fit=True))
 
         seed = seed_from_random_state(self.random_state)
@@ -338,6 +455,51 @@ class ExpressionRNN(
                 compute_class_weight(self.class_weight, classes=self.classes_, y=y),
                 dtype=torch.float32,
             )
+        train_rows, valid_rows = self._split(y_enc, seed)
+        with _threads_for(self._step_work(), device), InterruptWatch() as watch:
+            net = self._train(seqs, y_enc, weight, seed, device, train_rows, valid_rows)
+            history = net.history
+            if self.early_stopping and not watch.signalled:
+                # The held-out part chose the number of epochs; now every sequence
+                # trains the linear path and the network, for that many epochs.
+                # (The former held-out part is still scored, so that callbacks
+                # watching valid_loss keep working; it is no longer held out.)
+                best = int(np.argmin(history[:, "valid_loss"])) + 1
+                rows = np.arange(len(y_enc))
+                net = self._train(
+                    seqs, y_enc, weight, seed, device, rows, valid_rows, best
+                )
+        if watch.signalled:
+            # skorch ends training on any KeyboardInterrupt, a user's Ctrl-C
+            # included: that one must stop the program, not return a model.
+            raise KeyboardInterrupt
+        # Inference never switches modes again: concurrent predictions cannot
+        # race on module.train()/eval() (dropout left on in another thread).
+        net.module_.eval()
+        self.net_ = net
+        self.history_ = history
+        self.n_iter_ = len(net.history)
+        self._n_features_out = net.module_.embedding_size
+        return self
+
+    def _train(
+        self, seqs, y_enc, weight, seed, device, train_rows, valid_rows, epochs=None
+    ) -> NeuralNetClassifier:
+        """Fit the linear path and train the network on ``train_rows``.
+
+        With ``valid_rows``, those sequences are scored after every epoch (and stop
+        training with ``early_stopping``); ``epochs`` overrides ``max_epochs``.
+        """
+        n_classes = len(self.classes_)
+        module_skip = {}
+        if self.skip:
+            # Fitted on the training part only: the held-out part must judge the
+            # linear path as honestly as the network.
+            self._fit_skip(seqs, y_enc, weight, train_rows)
+            module_skip = dict(
+                module__skip_weight=self.skip_coef_,
+                module__skip_bias=self.skip_intercept_,
+            )
 
         callbacks = [("train_acc", BatchAccuracy("train_acc"))]
         if self.verbose:
@@ -345,31 +507,24 @@ class ExpressionRNN(
         # Copies: skorch initialises and mutates callbacks; the user's stay untouched.
         callbacks.extend(copy.deepcopy(list(self.callbacks or [])))
 
-        fraction = self.validation_fraction
-        if fraction is None and self.early_stopping:
-            fraction = 0.2
-        if fraction is None:
+        net_input = self._net_input(seqs)
+        if valid_rows is None:
             train_split = None
         else:
-            # Stratify where every class can give the validation part a sequence.
-            counts = np.bincount(y_enc, minlength=n_classes)
-            stratified = bool(
-                counts.min() >= 2 and round(fraction * len(y_enc)) >= n_classes
-            )
-            train_split = ValidSplit(fraction, stratified=stratified, random_state=seed)
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        load_best=True,
-                    ),
+            valid = Dataset(_rows(net_input, valid_rows), y_enc[valid_rows])
+            train_split = predefined_split(valid)
+            if self.early_stopping and epochs is None:
+                callbacks.append(
+                    (
+                        "early_stopping",
+                        EarlyStopping(
+                            monitor="valid_loss",
+                            patience=self.n_iter_no_change,
+                            load_best=True,
+                        ),
+                    )
                 )
-            )
-
-        self.net_ = NeuralNetClassifier(
+        net = NeuralNetClassifier(
             module=SequenceClassifier,
             module__n_features=len(self.input_scale_),
             module__n_classes=n_classes,
@@ -379,12 +534,13 @@ class ExpressionRNN(
             module__bidirectional=self.bidirectional,
             module__dropout=self.dropout,
             module__seed=seed,
+            **module_skip,
             criterion=torch.nn.CrossEntropyLoss,
             criterion__weight=weight,
             optimizer=_OPTIMIZERS[self.optimizer],
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
+            max_epochs=self.max_epochs if epochs is None else epochs,
             batch_size=self.batch_size,
             train_split=train_split,
             classes=np.arange(n_classes),
@@ -395,19 +551,7 @@ class ExpressionRNN(
             device=str(device),
             verbose=self.verbose,
         )
-        with _threads_for(self._step_work(), device), InterruptWatch() as watch:
-            self.net_.fit(self._net_input(seqs), y_enc)
-        if watch.signalled:
-            # skorch ends training on any KeyboardInterrupt, a user's Ctrl-C
-            # included: that one must stop the program, not return a model.
-            raise KeyboardInterrupt
-        # Inference never switches modes again: concurrent predictions cannot
-        # race on module.train()/eval() (dropout left on in another thread).
-        self.net_.module_.eval()
-        self.history_ = self.net_.history
-        self.n_iter_ = len(self.history_)
-        self._n_features_out = self.net_.module_.embedding_size
-        return self
+        return net.fit(_rows(net_input, train_rows), y_enc[train_rows])
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of each sequence.
@@ -471,6 +615,106 @@ array-like of shape (n_seq, n_features)
 
     # helpers -----------------------------------------------------------------------
 
+    def _fitted_state(self) -> dict:
+        """The attributes a fit sets: learned ``*_`` ones and a few private ones."""
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if (name.endswith("_") and not name.startswith("__"))
+            or name in _PRIVATE_FITTED
+        }
+
+    def _check_class_weight(self) -> None:
+        """A dict ``class_weight`` names known labels with finite weights >= 0."""
+        if not isinstance(self.class_weight, dict):
+            return
+        unseen = [k for k in self.class_weight if k not in set(self.classes_)]
+        if unseen:
+            raise ValueError(
+                f"class_weight names labels {unseen!r} that are not in y (whose "
+                f"classes are {self.classes_.tolist()!r}); remove them or fix "
+                "their spelling."
+            )
+        bad = {}
+        for label, value in self.class_weight.items():
+            try:
+                ok = bool(np.isfinite(value) and value >= 0)
+            except TypeError:
+                ok = False
+            if not ok:
+                bad[label] = value
+        if bad:
+            raise ValueError(
+                f"class_weight must map labels to finite weights >= 0; got {bad!r}. "
+                "A negative weight would reward the loss for misclassifying that "
+                "class."
+            )
+
+    @staticmethod
+    def _safe_frame_scale(frames: np.ndarray) -> float:
+        """A power of two bringing the largest training magnitude near 1, or 1."""
+        peak = float(np.max(np.abs(frames))) if frames.size else 0.0
+        if peak == 0.0 or 1.0 / _SAFE_MAGNITUDE <= peak <= _SAFE_MAGNITUDE:
+            return 1.0
+        return float(2.0 ** np.frexp(peak)[1])
+
+    def _split(self, y_enc: np.ndarray, seed: int):
+        """Rows to train on and rows held out (``None`` without a validation part)."""
+        fraction = self.validation_fraction
+        if fraction is None and self.early_stopping:
+            fraction = 0.2
+        rows = np.arange(len(y_enc))
+        if fraction is None:
+            return rows, None
+        # Stratify where every class can give the validation part a sequence (as
+        # skorch's ValidSplit, which this replaces so the linear path sees the same
+        # training part).
+        n_classes = len(self.classes_)
+        counts = np.bincount(y_enc, minlength=n_classes)
+        stratified = bool(
+            counts.min() >= 2 and round(fraction * len(y_enc)) >= n_classes
+        )
+        splitter = StratifiedShuffleSplit if stratified else ShuffleSplit
+        train, valid = next(
+            splitter(n_splits=1, test_size=fraction, random_state=seed).split(
+                rows, y_enc
+            )
+        )
+        return np.sort(train), np.sort(valid)
+
+    def _fit_skip(
+        self, seqs: Sequences, y_enc: np.ndarray, weight, rows: np.ndarray
+    ) -> None:
+        """The linear path: logistic regression of the standardised change."""
+        if len(np.unique(y_enc[rows])) < len(self.classes_):
+            # Tiny data whose training part misses a class: all rows, or the linear
+            # path could not score that class at all.
+            rows = np.arange(len(y_enc))
+        change = self._last_change(seqs)[rows]
+        y_enc = y_enc[rows]
+        self.skip_mean_ = change.mean(axis=0)
+        std = change.std(axis=0)
+        self.skip_scale_ = 1.0 / np.where(std > 0, std, 1.0)
+        features = (change - self.skip_mean_) * self.skip_scale_
+        model = LogisticRegression(
+            C=self.skip_C,
+            max_iter=1000,
+            class_weight=None if weight is None else dict(enumerate(weight.tolist())),
+        ).fit(features, y_enc)
+        coef, intercept = model.coef_, model.intercept_
+        if coef.shape[0] == 1:
+            # Binary: softmax over (0, z) is the sigmoid of z.
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.array([0.0, intercept[0]])
+        self.skip_coef_ = coef
+        self.skip_intercept_ = intercept
+
+    def _last_change(self, seqs: Sequences) -> np.ndarray:
+        """Each sequence's last frame minus its first, in the internal scale."""
+        frames = seqs.frames.astype(np.float64) / self._frame_scale
+        ends = np.cumsum(seqs.lengths) - 1
+        return frames[ends] - frames[ends - seqs.lengths + 1]
+
     def _validate_sequences(self, X, *, reset: bool) -> tuple[Sequences, np.dtype]:
         """Validate any accepted form; set or check ``n_features_in_``."""
         dtype = (np.float64, np.float32)
@@ -502,7 +746,7 @@ array-like of shape (n_seq, n_features)
 
     def _net_features(self, seqs: Sequences, *, fit: bool = False) -> Sequences:
         """The frame vectors the network reads (``inputs``, ``motion``), unscaled."""
-        frames = seqs.frames.astype(np.float64)
+        frames = seqs.frames.astype(np.float64) / getattr(self, "_frame_scale", 1.0)
         starts = np.cumsum(seqs.lengths) - seqs.lengths
         first = np.repeat(frames[starts], seqs.lengths, axis=0)
         if self.inputs == "frames":
@@ -515,15 +759,19 @@ array-like of shape (n_seq, n_features)
             previous = np.concatenate([frames[:1], frames[:-1]], axis=0)
             previous[starts] = frames[starts]
             if fit:
-                norm = float(np.mean(np.linalg.norm(frames, axis=1)))
+                with np.errstate(over="ignore"):
+                    norm = float(np.mean(np.linalg.norm(frames, axis=1)))
                 self.motion_scale_ = norm if np.isfinite(norm) and norm > 0 else 1.0
-            moved = np.stack(
-                [
-                    np.linalg.norm(frames - first, axis=1),
-                    np.linalg.norm(frames - previous, axis=1),
-                ],
-                axis=1,
-            )
+            # Overflow (data far larger than the training data) becomes inf, which
+            # _padded refuses with a clear error.
+            with np.errstate(over="ignore", invalid="ignore"):
+                moved = np.stack(
+                    [
+                        np.linalg.norm(frames - first, axis=1),
+                        np.linalg.norm(frames - previous, axis=1),
+                    ],
+                    axis=1,
+                )
             feats = np.concatenate([feats, np.log1p(moved / self.motion_scale_)], 1)
         return Sequences(seqs.kind, feats, seqs.lengths)
 
@@ -556,12 +804,23 @@ array-like of shape (n_seq, n_features)
 
     def _padded(self, seqs: Sequences) -> np.ndarray:
         feats = self._net_features(seqs)
-        scaled = (feats.frames - self.input_mean_) * self.input_scale_
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (feats.frames - self.input_mean_) * self.input_scale_
+        _check_float32_range(scaled, "the network's inputs")
         return pad_sequences(Sequences(feats.kind, scaled, feats.lengths), np.float32)
+
+    def _skip_input(self, seqs: Sequences) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            features = (self._last_change(seqs) - self.skip_mean_) * self.skip_scale_
+        _check_float32_range(features, "the linear path's inputs")
+        return features.astype(np.float32)
 
     def _net_input(self, seqs: Sequences) -> dict:
         # skorch passes dict entries to the module's forward as keyword arguments.
-        return {"X": self._padded(seqs), "lengths": seqs.lengths}
+        net_input = {"X": self._padded(seqs), "lengths": seqs.lengths}
+        if self.skip:
+            net_input["skip"] = self._skip_input(seqs)
+        return net_input
 
     def _infer(self, seqs: Sequences, *, embed: bool) -> torch.Tensor:
         """Logits or embeddings, batch by batch, on CPU."""
@@ -571,6 +830,7 @@ array-like of shape (n_seq, n_features)
             # Only after a user trained net_ further: fit leaves it in eval mode.
             module.eval()
         padded = self._padded(seqs)
+        skip = torch.from_numpy(self._skip_input(seqs)) if self.skip else None
         lengths = torch.as_tensor(seqs.lengths)
         outputs = []
         with torch.no_grad(), _threads_for(self._step_work(), torch.device(device)):
@@ -581,6 +841,11 @@ array-like of shape (n_seq, n_features)
                 max_len = int(lengths[start:stop].max())
                 xb = torch.from_numpy(padded[start:stop, :max_len]).to(device)
                 lb = lengths[start:stop]
-                out = module.embed(xb, lb) if embed else module(xb, lb)
+                if embed:
+                    out = module.embed(xb, lb)
+                elif skip is None:
+                    out = module(xb, lb)
+                else:
+                    out = module(xb, lb, skip[start:stop].to(device))
                 outputs.append(out.cpu())
         return torch.cat(outputs, dim=0)

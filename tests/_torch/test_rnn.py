@@ -68,3 +68,41 @@ def test_private_dropout_is_inverted_dropout():
 def test_unknown_cell_is_a_clear_error():
     with pytest.raises(ValueError, match="cell='tcn'"):
         SequenceClassifier(3, 2, cell="tcn")
+
+
+def test_linear_path_alone_before_training():
+    # With a linear path the read-out of the recurrence starts at zero: the untrained
+    # module is exactly the given linear model, whatever the frames say.
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64)
+    module = SequenceClassifier(
+        2, 3, hidden_size=5, skip_weight=weight.numpy(), skip_bias=bias.numpy()
+    ).eval()
+    X = torch.rand(6, 4, 2, generator=gen)
+    lengths = torch.tensor([4, 1, 3, 2, 4, 4])
+    skip = torch.randn(6, 4, generator=gen)
+    expected = skip.double() @ weight.T + bias  # independent float64 reference
+    with torch.no_grad():
+        out = module(X, lengths, skip)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    # Buffers, not parameters: no optimizer can move the linear model.
+    names = {name for name, _ in module.named_parameters()}
+    assert not any(name.startswith("skip") for name in names)
+    assert {"skip_weight", "skip_bias"} <= set(module.state_dict())
+    assert module.n_skip == 4
+
+
+def test_linear_path_input_is_checked():
+    module = SequenceClassifier(2, 3, hidden_size=4, skip_weight=torch.zeros(3, 4))
+    X, lengths = torch.rand(2, 3, 2), torch.tensor([3, 2])
+    with pytest.raises(ValueError, match=r"shape \(batch=2, 4"):
+        module(X, lengths)
+    with pytest.raises(ValueError, match="skip must be"):
+        module(X, lengths, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="no linear path"):
+        SequenceClassifier(2, 3, hidden_size=4)(X, lengths, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"skip_weight must have shape \(n_classes=3"):
+        SequenceClassifier(2, 3, skip_weight=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"skip_bias must have shape \(3,\)"):
+        SequenceClassifier(2, 3, skip_weight=torch.zeros(3, 4), skip_bias=[0.0])

@@ -363,10 +363,16 @@ def test_weight_decay_and_early_stopping():
     stopped = _small(early_stopping=True, n_iter_no_change=2, max_epochs=200)
     stopped.fit(X, y)
     losses = stopped.history_[:, "valid_loss"]
-    assert stopped.n_iter_ < 200 and len(losses) == stopped.n_iter_
-    # Stopped `patience` epochs after the best epoch, whose weights are kept.
+    # The choosing run stopped `patience` epochs after its best epoch ...
     best = int(np.argmin(losses))
-    assert stopped.n_iter_ - 1 - best == 2
+    assert len(losses) < 200 and len(losses) - 1 - best == 2
+    # ... and the final network trained on every sequence for that many epochs.
+    assert stopped.n_iter_ == best + 1 == len(stopped.net_.history)
+    refit = _small(early_stopping=False, max_epochs=best + 1).fit(X, y)
+    np.testing.assert_allclose(
+        stopped.predict_proba(X), refit.predict_proba(X), rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(stopped.skip_coef_, refit.skip_coef_)
 
 
 def test_small_nets_leave_the_callers_thread_setting_alone():
@@ -419,3 +425,118 @@ def test_concurrent_predictions_agree_with_sequential_ones(fitted):
     for result in results:
         np.testing.assert_array_equal(result, expected)
     assert not model.net_.module_.training
+
+
+def test_linear_path_is_scikit_learns_last_minus_first_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 4, 3)
+    change = X[:, -1] - X[:, 0]
+    y3 = np.array(["c", "a", "b"])[np.argmax(change, axis=1)]
+    for y in (y3, np.where(change[:, 0] > 0, "up", "down")):
+        clf = _small(max_epochs=1, skip_C=0.5).fit(X, y)
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5)).fit(change, y)
+        scaler, logistic = ref[0], ref[1]
+        np.testing.assert_allclose(clf.skip_mean_, scaler.mean_, rtol=1e-10)
+        np.testing.assert_allclose(clf.skip_scale_, 1 / scaler.scale_, rtol=1e-10)
+        coef, intercept = logistic.coef_, logistic.intercept_
+        if len(logistic.classes_) == 2:
+            coef = np.vstack([np.zeros(3), coef])
+            intercept = np.r_[0.0, intercept]
+        np.testing.assert_allclose(clf.skip_coef_, coef, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(clf.skip_intercept_, intercept, atol=1e-6)
+        # The network's fixed linear path holds those weights.
+        buffers = clf.net_.module_.state_dict()
+        np.testing.assert_allclose(buffers["skip_weight"], coef, rtol=1e-4, atol=1e-6)
+    # Ragged sequences: the linear path reads each one's own last and first frame.
+    ragged = [rng.rand(n, 3) for n in (2, 5, 3, 4) * 10]
+    labels = np.array([("a", "b")[int(s[-1, 1] > s[0, 1])] for s in ragged])
+    clf = _small(max_epochs=1).fit(ragged, labels)
+    ragged_change = np.array([s[-1] - s[0] for s in ragged])
+    np.testing.assert_allclose(clf.skip_mean_, ragged_change.mean(axis=0))
+
+
+def test_skip_false_has_no_linear_path():
+    X, y = _order_task(n=30)
+    clf = _small(skip=False, max_epochs=2).fit(X, y)
+    assert clf.net_.module_.n_skip == 0 and not hasattr(clf, "skip_coef_")
+
+
+def test_mixed_string_and_number_labels_are_a_clear_type_error():
+    X, _ = _order_task(n=20)
+    y = np.array(["a", 1] * 10, dtype=object)
+    with pytest.raises(TypeError, match=r"Mix of label input types \(string and"):
+        _small(max_epochs=1).fit(X, y)
+    # Objects of one kind are fine, as in scikit-learn.
+    clf = _small(max_epochs=1).fit(X, np.array(["a", "b"] * 10, dtype=object))
+    assert list(clf.classes_) == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf, "heavy"])
+def test_bad_class_weight_values_are_a_clear_error(bad):
+    X, _ = _order_task(n=20)
+    y = np.array(["a", "b"] * 10)
+    with pytest.raises(ValueError, match="class_weight must map labels to finite"):
+        _small(max_epochs=1, class_weight={"a": bad, "b": 1.0}).fit(X, y)
+
+
+def test_float64_beyond_float32_range_gives_finite_scale_free_results():
+    X, y = _order_task(n=40)
+    X_test, _ = _order_task(n=20, seed=1)
+    reference = _small().fit(X, y)
+    for factor in (1e300, 1e-300, 2.0**100):
+        huge = _small().fit(X * factor, y)
+        proba = huge.predict_proba(X_test * factor)
+        assert np.all(np.isfinite(proba))
+        # Standardised inputs do not depend on the units: same model, same answers.
+        np.testing.assert_allclose(
+            proba, reference.predict_proba(X_test), rtol=0, atol=1e-5
+        )
+        assert np.all(np.isfinite(huge.transform(X_test * factor)))
+    # A model fitted at scale 1 cannot read 1e300 in float32: a clear error.
+    with pytest.raises(ValueError, match="exceed float32's range"):
+        reference.predict_proba(X_test * 1e300)
+    with pytest.raises(ValueError, match="exceed float32's range"):
+        _small(scale_inputs="none", skip=False).fit(X * 1e300, y)
+
+
+def _boom():
+    """A skorch callback that fails at the end of the first training epoch."""
+    from skorch.callbacks import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            raise RuntimeError("boom")
+
+    return Boom()
+
+
+def test_failed_refit_leaves_the_previous_model_intact():
+    X, y = _order_task(n=30)
+    clf = _small(max_epochs=3).fit(X, y)
+    before = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    proba = clf.predict_proba(X)
+    rng = np.random.RandomState(1)
+    X5 = rng.rand(30, 4, 5)
+    clf.set_params(callbacks=[_boom()])
+    with pytest.raises(RuntimeError, match="boom"):
+        clf.fit(X5, np.array(["x", "y", "z"] * 10))
+    after = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    assert set(after) == set(before)
+    assert all(after[k] is before[k] for k in before)
+    assert clf.n_features_in_ == 3
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        clf.predict(X5)
+    # A failed first fit leaves the estimator unfitted.
+    from sklearn.exceptions import NotFittedError
+
+    fresh = _small(callbacks=[_boom()])
+    with pytest.raises(RuntimeError, match="boom"):
+        fresh.fit(X, y)
+    assert not [k for k in vars(fresh) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        fresh.predict(X)
