@@ -335,3 +335,71 @@ def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
         rhs = np.linalg.lstsq(A.T, H @ X[i] - l1, rcond=None)[0]
         w_ref, _ = nnls(A, rhs)
         np.testing.assert_allclose(W[i].numpy(), w_ref, atol=1e-7)
+
+
+# -- row-local codes (DESIGN.md §3a) -------------------------------------------------
+
+
+def _one_row_reference(w, G, r, max_inner, delta):
+    """Gillis & Glineur's rule on one row alone, in plain numpy coordinate descent."""
+    w = w.copy()
+    first = None
+    for it in range(1, max_inner + 1):
+        old = w.copy()
+        for t in range(len(w)):
+            others = G[t] @ w - G[t, t] * w[t]
+            w[t] = max(0.0, (r[t] - others) / G[t, t])
+        if it == max_inner:
+            break
+        change = np.linalg.norm(old - w)
+        if first is None:
+            first = change
+        if change <= delta * first:
+            break
+    return w
+
+
+@pytest.mark.parametrize("m", [7, 3000])
+def test_row_sweeps_stop_each_row_on_its_own_test(m):
+    from sknmf._torch.solvers import hals
+
+    rng = np.random.RandomState(3)
+    k = 6
+    H = rng.rand(k, 20) ** 3 + 0.01 * np.eye(k, 20)
+    # Rows of very different scales: a block-wide test stops them together.
+    X = rng.rand(m, k) @ H * rng.rand(m, 1) ** 4 + 1e-3 * rng.rand(m, 20)
+    W = rng.rand(m, k)
+    G, R = H @ H.T, X @ H.T
+    Wt = torch.tensor(W.T.copy())
+    Gs, Rs = hals._scaled_system(torch.tensor(G), torch.tensor(R.T.copy()), 0.0, 0.0)
+    hals._row_sweeps(Wt, Gs, Rs, 12)
+    rows = range(m) if m < 10 else rng.choice(m, 40, replace=False)
+    for i in rows:
+        expected = _one_row_reference(W[i], G, R[i], 12, hals._DELTA)
+        np.testing.assert_allclose(Wt[:, i].numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_codes_budget_does_not_read_the_number_of_rows():
+    # Wide data, nearly collinear components, codes started off the solution
+    # along the Gram matrix's slowest direction: the sweeps converge slowly, so
+    # the budget, not the early stop, ends them. A budget read from the block's
+    # shape gave 5 sweeps to a one-row block and 12 to 200 rows (codes 4e-4
+    # apart); each row must get the codes it gets among all rows.
+    rng = np.random.RandomState(0)
+    H = 1.0 + 0.05 * rng.rand(5, 2000)
+    W_true = 0.5 + rng.rand(200, 5)
+    X = W_true @ H
+    slow = np.linalg.eigh(H @ H.T)[1][:, 0]
+    W0 = W_true + 0.3 * slow
+    solver = make_solver("hals", Problem(2.0, "layer", [1.0]), batched=False)
+
+    def codes(rows):
+        Xt, Ws, Hs = torch.tensor(X[rows]), [torch.tensor(W0[rows])], [torch.tensor(H)]
+        state = solver.start(Xt, Ws, Hs, update_H=False)
+        state["reg"] = None
+        solver.update_codes(Xt, Ws, Hs, state)
+        return Ws[0].numpy()
+
+    whole = codes(np.arange(200))
+    for rows in ([0], [5, 150], list(range(10, 60))):
+        np.testing.assert_allclose(codes(rows), whole[rows], rtol=1e-9, atol=1e-12)
