@@ -88,13 +88,8 @@ def shape_info(x: dict, chunk: dict, l: int) -> dict:
     return {"n": T.shape[0], "nnz": nnz, "sum": total, "sparse": sparse}
 
 
-def start(x: dict, chunk: dict, spec, w, facts: dict | None = None) -> dict:
-    """The stage's per-chunk solver state (``spec`` says which layers train).
-
-    ``facts`` are the whole target's values of state entries the solver
-    derives from the block it is given (e.g. HALS's ``nnz_per_row``): they
-    replace the chunk's own, so a chunk's codes take the in-memory steps.
-    """
+def start(x: dict, chunk: dict, spec, w) -> dict:
+    """The stage's per-chunk solver state (``spec`` says which layers train)."""
     out = dict(chunk)
     W = list(chunk["W"])
     Ws = [spec.solver.codes_layout(W[l]) for l in spec.layers]
@@ -102,11 +97,7 @@ def start(x: dict, chunk: dict, spec, w, facts: dict | None = None) -> dict:
         W[l] = Wl
     out["W"] = W
     T = target_of(x, chunk, spec.layers[0])
-    state = spec.solver.start(T, Ws, spec.weights(w), update_H=True)
-    for key, value in (facts or {}).items():
-        if key in state:
-            state[key] = value
-    out["state"] = state
+    out["state"] = spec.solver.start(T, Ws, spec.weights(w), update_H=True)
     out["stats"] = {}
     out.pop("out", None)
     return out

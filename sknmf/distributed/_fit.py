@@ -104,13 +104,7 @@ class StageDriver:
         self.client_state = spec.solver.start(None, [], list(self.Hs), update_H=True)
         self.client_state["products_shape"] = (info["nnz"], info["n"], info["sparse"])
         self.client_state["reg"] = spec.reg
-        # Facts of the whole target that the row-local codes update reads (the
-        # HALS sweep budget of sparse data), so every chunk takes the steps of
-        # the in-memory fit.
-        self.facts = {
-            "nnz_per_row": info["nnz"] / max(1, info["n"]) if info["sparse"] else None
-        }
-        rows.codes = rows.map(_chunks.start, spec, w, self.facts)
+        rows.codes = rows.map(_chunks.start, spec, w)
         self.w, self.ahead = w, None
         _, terms = rows.total(_chunks.objective_of, spec, w)
         return error_of(spec.solver.problem.weights, terms)
@@ -174,7 +168,7 @@ class StageDriver:
                 _chunks.rebuild, rows.xs[i], w_all, self.layer_solvers, REBUILD_SWEEPS
             )
             rows.codes[i] = rows.cluster.submit(
-                _chunks.start, rows.xs[i], fresh, self.spec, w, self.facts
+                _chunks.start, rows.xs[i], fresh, self.spec, w
             )
 
 

@@ -89,24 +89,3 @@ def test_sparse_chunks_fit_like_in_memory():
         local = DeepNMF(**params).fit(Xs, W=W, H=H)
         dist = DeepNMF(**params).fit(Xd, W=W, H=H)
         np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
-
-
-def test_sparse_chunks_hals_fit_like_in_memory():
-    # HALS on CSR chunks: the codes' sweep budget reads the nonzeros per row
-    # of the whole matrix (passed to every chunk), not the chunk's own, so the
-    # chunks take the in-memory steps. Chunks of very different densities.
-    sp = pytest.importorskip("scipy.sparse")
-    rng = np.random.default_rng(4)
-    density = np.repeat([0.05, 0.6, 0.2, 0.9], 40)[:, None]
-    dense = rng.random((160, 60)) * (rng.random((160, 60)) < density)
-    Xs = sp.csr_matrix(dense)
-    Xd = da.from_array(dense, chunks=(40, 60)).map_blocks(sp.csr_matrix)
-    W = rng.random((160, 4)) + 0.1
-    H = rng.random((4, 60)) + 0.1
-    params = dict(n_components=4, init="custom", solver="hals", max_iter=20, tol=0)
-    local = DeepNMF(**params).fit(Xs, W=W, H=H)
-    dist = DeepNMF(**params).fit(Xd, W=W, H=H)
-    np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
-    np.testing.assert_allclose(
-        dist.reconstruction_err_, local.reconstruction_err_, rtol=1e-6
-    )

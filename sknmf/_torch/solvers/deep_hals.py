@@ -42,10 +42,11 @@ from ..objective import Problem, objective
 from . import Solver, cached_squared_norm
 from .hals import (
     _buffer,
-    _codes_budget,
-    _nnz_per_row,
-    _row_sweeps,
+    _is_sparse,
+    _n_inner,
+    _nnz,
     _scaled_system,
+    _sweeps,
     _wt_x,
     _x_ht,
 )
@@ -189,8 +190,6 @@ class DeepHALSSolver(Solver):
     def start(self, X, Ws, Hs, *, update_H):
         state = super().start(X, Ws, Hs, update_H=update_H)
         state["workspace"] = [{} for _ in Hs]
-        # Layer 1's budget reads the data's nonzeros per row (hals._codes_budget).
-        state.setdefault("nnz_per_row", None if X is None else _nnz_per_row(X))
         return state
 
     def codes_layout(self, W):
@@ -223,9 +222,8 @@ class DeepHALSSolver(Solver):
             Rs = _buffer(state["workspace"][l], "Rs", (k, n), Wt)
             Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
             del R
-            nnz_row = state.get("nnz_per_row") if l == 0 else None
-            budget = _codes_budget(target.shape[1], k, Wt.element_size(), nnz_row)
-            _row_sweeps(Wt, Gs, Rs, budget)
+            sparse = _is_sparse(target)
+            _sweeps(Wt, Gs, Rs, _n_inner(_nnz(target), n, target.shape[1], k, sparse))
             if copied:
                 Ws[l].copy_(Wt.T)
 

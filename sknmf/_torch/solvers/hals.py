@@ -74,10 +74,6 @@ _MAX_INNER = 30
 _DENSE_WEIGHT = 1.0 / 3.0
 _SPARSE_WEIGHT = 1.5
 _ROW_OVERHEAD = 150_000.0
-# The codes' stopping rule, applied to each row on its own (_row_sweeps).
-_ROW_DELTA = _DELTA
-# The rows over which the codes' sweep budget spreads a sweep's fixed costs.
-_BUDGET_ROWS = 1 << 11
 # torch's grain for parallel element-wise work (at::internal::GRAIN_SIZE): smaller
 # operations run on the calling thread.
 _GRAIN = 32768
@@ -138,37 +134,6 @@ def _n_inner(nnz: int, m: int, q: int, k: int, sparse: bool) -> int:
     return max(1, min(_MAX_INNER, int(math.floor(1.0 + _ALPHA * rho))))
 
 
-def _nominal_block(k: int, itemsize: int) -> int:
-    """Columns of one cache block of a wide ``(k, m)`` factor (:func:`_block_size`)."""
-    target = min((1 << 20) // max(1, k * itemsize), _GRAIN)
-    return 1 << max(10, min(14, round(math.log2(max(target, 1)))))
-
-
-def _codes_budget(p: int, k: int, itemsize: int, nnz_per_row: float | None) -> int:
-    """The codes' sweep budget, from quantities that no block of rows changes.
-
-    :func:`_n_inner` for one cache block of rows (where a sweep's fixed costs
-    are paid, :func:`_block_size`), without the Gram matrix's cost (one
-    ``H Hᵀ`` per call, shared by all rows): the products per row against the
-    sweeps per row. It reads the shape of ``H`` and, for sparse data, the
-    nonzeros per row of the whole data set (``nnz_per_row``; None: dense), so
-    every row gets the same budget whichever rows share its block: the codes
-    update stays row-local (DESIGN.md §3a) and a fit over row blocks (Dask)
-    takes the in-memory fit's steps.
-    """
-    b = min(_nominal_block(k, itemsize), _BUDGET_ROWS)
-    sparse = nnz_per_row is not None
-    nnz = b * (nnz_per_row if sparse else p)
-    return _n_inner(int(math.ceil(nnz)), b, 0, k, sparse)
-
-
-def _nnz_per_row(X) -> float | None:
-    """Nonzeros per row of a sparse ``X`` (None when dense): the budget's input."""
-    if not _is_sparse(X):
-        return None
-    return _nnz(X) / max(1, X.shape[0])
-
-
 def _scaled_system(
     G: Tensor, R: Tensor, l1: float, l2: float, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -213,7 +178,9 @@ def _block_size(F: Tensor) -> int:
     k, m = F.shape
     if F.device.type != "cpu":
         return m
-    b = _nominal_block(k, F.element_size())
+    target = (1 << 20) // max(1, k * F.element_size())
+    target = min(target, _GRAIN)
+    b = 1 << max(10, min(14, round(math.log2(max(target, 1)))))
     return m if m <= 1.5 * b else b
 
 
@@ -278,97 +245,6 @@ def _sweeps(
                 break
         most = max(most, it)
     return most
-
-
-def _row_sweeps(F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int) -> int:
-    """Up to ``max_inner`` sweeps, each column of ``F`` stopping on its own test.
-
-    The codes' version of :func:`_sweeps`: a column (a row of W) stops after
-    the sweep that moved it by at most ``_DELTA`` times what the first sweep
-    moved it (Gillis & Glineur's rule, per row), so its result depends on that
-    row, ``Gs`` and ``Rs`` alone, never on which rows share its block (a
-    block-wide test would give a row more or fewer sweeps depending on its
-    neighbours). Stopped columns are dropped from the working set (gathered
-    out once, no further flops). Returns the most sweeps any column did.
-
-    On a GPU the budget is run in full (fused kernel where usable): no host
-    wait per sweep, and still row-local.
-    """
-    if F.device.type != "cpu":
-        return _sweeps(F, Gs, Rs, max_inner, early_stop=False)
-    m = F.shape[1]
-    if max_inner <= 1 or m == 0:
-        return _sweeps(F, Gs, Rs, max_inner, early_stop=False)
-    b = _block_size(F)
-    buf = torch.empty(min(b, m), dtype=F.dtype, device=F.device)
-    most = 0
-    for start in range(0, m, b):
-        Fb, Rb = F[:, start : start + b], Rs[:, start : start + b]
-        most = max(most, _block_row_sweeps(Fb, Gs, Rb, max_inner, buf))
-    return most
-
-
-def _block_row_sweeps(Fb: Tensor, Gs: Tensor, Rb: Tensor, max_inner: int, buf) -> int:
-    """:func:`_row_sweeps` on one cache block (``Fb`` updated in place).
-
-    A stopped column's values are set aside at once and restored at the end;
-    it keeps riding along in the sweeps (their cost is per sweep, not per
-    column, on narrow blocks) until half the working set has stopped, when
-    the live columns are gathered into a smaller working copy.
-    """
-    work, R = Fb, Rb
-    cols = None  # columns of Fb held by `work` (None: work is Fb itself)
-    prev = torch.empty(Fb.shape, dtype=Fb.dtype, device=Fb.device)
-    held = []  # (columns of Fb, their values when they stopped)
-    live = limit = None
-    n_live = Fb.shape[1]
-    it = 0
-    for it in range(1, max_inner + 1):
-        width = work.shape[1]
-        if it < max_inner:
-            p = prev.view(-1)[: work.numel()].view(work.shape)
-            p.copy_(work)
-        _sweep(work, Gs, R, buf[:width])
-        if it == max_inner:
-            break
-        # Squared change of each column (vector_norm along dim 0 is ~100x
-        # slower on CPU than these two passes).
-        change = p.sub_(work).square_().sum(0)
-        if limit is None:
-            limit = change.mul_(_ROW_DELTA * _ROW_DELTA)
-            # A column the first sweep did not move is at its fixed point.
-            done = limit == 0
-            live = torch.ones(width, dtype=torch.bool, device=Fb.device)
-        else:
-            done = change <= limit
-        done &= live
-        n_done = int(torch.count_nonzero(done))
-        if n_done == 0:
-            continue
-        n_live -= n_done
-        if n_live == 0:
-            break
-        stop = done.nonzero().squeeze(1)
-        held.append(
-            (
-                stop if cols is None else cols.index_select(0, stop),
-                work.index_select(1, stop),
-            )
-        )
-        live &= ~done
-        if 2 * n_live <= width:
-            # The columns left behind have their values in `held`.
-            keep = live.nonzero().squeeze(1)
-            cols = keep if cols is None else cols.index_select(0, keep)
-            work = work.index_select(1, keep)
-            R = R.index_select(1, keep)
-            limit = limit.index_select(0, keep)
-            live = live.index_select(0, keep)
-    if cols is not None:
-        Fb.index_copy_(1, cols, work)
-    for where, values in held:
-        Fb.index_copy_(1, where, values)
-    return it
 
 
 def _sweeps_checked_every(
@@ -499,9 +375,7 @@ def hals_step(
     _check(X, W, H)
     Wt, copied = _rows_of(W)
     H_rows = H if H.is_contiguous() else H.contiguous()
-    R, G = _update_codes(
-        X, Wt, H_rows, l1_reg_W, l2_reg_W, workspace, XHt, nnz_per_row=_nnz_per_row(X)
-    )
+    R, G = _update_codes(X, Wt, H_rows, l1_reg_W, l2_reg_W, workspace, XHt)
     if copied:
         W.copy_(Wt.T)
     if not update_H:
@@ -521,14 +395,8 @@ def hals_step(
     return _half_sq_error(X, sq_norm_X, _cross(C, H_rows), D, H_rows @ H_rows.T)
 
 
-def _update_codes(
-    X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None, *, nnz_per_row=None
-):
+def _update_codes(X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None):
     """The W block: sweeps of ``Wt`` (k x n, updated in place) for fixed ``H``.
-
-    Row-local: the sweep budget comes from :func:`_codes_budget` and each row
-    stops on its own test (:func:`_row_sweeps`). ``nnz_per_row`` is the whole
-    data set's (sparse ``X``; None when dense).
 
     Returns the cross term ``R = H X^T`` (k x n view) and ``G = H H^T``, which
     the loss of a codes-only step reuses. ``system`` caches ``(G, R, Gs, Rs)``
@@ -550,8 +418,7 @@ def _update_codes(
         Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
         if system is not None:
             system.update(G=G, R=R, Gs=Gs, Rs=Rs)
-    budget = _codes_budget(X.shape[1], k, Wt.element_size(), nnz_per_row)
-    _row_sweeps(Wt, Gs, Rs, budget)
+    _sweeps(Wt, Gs, Rs, _n_inner(_nnz(X), n, X.shape[1], k, sparse))
     return R, G
 
 
@@ -759,9 +626,6 @@ class HALSSolver(Solver):
     def start(self, X, Ws, Hs, *, update_H):
         state = super().start(X, Ws, Hs, update_H=update_H)
         state["workspace"] = {}
-        # The codes' sweep budget reads the data's nonzeros per row, fixed for
-        # the stage (a block of rows must not change it: _codes_budget).
-        state.setdefault("nnz_per_row", None if X is None else _nnz_per_row(X))
         # With H fixed the W block's system is the same every epoch.
         state["system"] = None if update_H else {}
         return state
@@ -795,7 +659,6 @@ class HALSSolver(Solver):
             reg.l2_W[0] if reg is not None else 0.0,
             state["workspace"],
             system=state["system"],
-            nnz_per_row=state.get("nnz_per_row"),
         )
         if copied:
             W.copy_(Wt.T)
