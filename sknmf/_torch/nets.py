@@ -215,12 +215,7 @@ class FactorizationNet(NeuralNet):
         reg = self.solver.problem.reg
         if reg is not None and Xb.shape[0] != self.n_total:
             reg = reg.scaled(Xb.shape[0] / self.n_total)
-        epoch = len(self.history)
-        need = (
-            epoch % self.loss_every == 0
-            or epoch == self.max_epochs
-            or (self.update_H and epoch == 1)
-        )
+        need = self.needs_loss()
         with torch.no_grad():
             total, terms, self.running_ = iterate(
                 self.solver,
@@ -247,6 +242,15 @@ class FactorizationNet(NeuralNet):
             error = error_of(self.solver.problem.weights, terms)
             self.history.record_batch("error", error)
         return {"loss": total, "y_pred": total}
+
+    def needs_loss(self) -> bool:
+        """Whether this epoch evaluates the loss (``loss_every``)."""
+        epoch = len(self.history)
+        return (
+            epoch % self.loss_every == 0
+            or epoch == self.max_epochs
+            or (self.update_H and epoch == 1)
+        )
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         # skorch's own partial_fit turns every KeyboardInterrupt into "stop
