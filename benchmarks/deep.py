@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 
 from sknmf import DeepNMF
 
@@ -131,7 +132,11 @@ def layer_rows(name, X, ranks, n_setups=4):
     ]
     histories = {}
     for pre, ft, params in setups[:n_setups]:
-        model, t, warned = fit(X, ranks, max_iter=1000, **params)
+        # A callback makes the nets evaluate the loss every epoch (the
+        # error-vs-time column reads it), not only at the stopping rule's.
+        model, t, warned = fit(
+            X, ranks, max_iter=1000, callbacks=[Callback()], **params
+        )
         error = np.asarray(model.history_[:, "error"], dtype=float)
         elapsed = np.cumsum(np.asarray(model.history_[:, "dur"], dtype=float))
         histories[pre, ft] = error, elapsed

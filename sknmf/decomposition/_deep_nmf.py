@@ -185,7 +185,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Iterations of the joint fine-tuning (of the only layer when shallow).
     history_ : skorch.History
         Loss (``train_loss``, penalties included) and ``error`` per epoch of the
-        last training stage.
+        last training stage. With ``tol > 0`` and neither ``verbose`` nor
+        ``callbacks``, they are evaluated only at the first and last epochs
+        and where the stopping rule reads them (every 10th); ``train_loss``
+        is NaN elsewhere.
     pretrain_histories_ : list of skorch.History
         The same for each layer's pretraining.
     net_ : skorch.NeuralNet

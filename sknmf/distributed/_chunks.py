@@ -156,9 +156,12 @@ def _committed(chunk: dict) -> dict:
     return out
 
 
-def loss_and_next(x: dict, chunk: dict, spec, w, layers: list) -> dict:
-    """The chunk's loss after this iteration, and the next iteration's first
-    phase computed ahead (one trip to the workers per iteration).
+def loss_and_next(
+    x: dict, chunk: dict, spec, w, layers: list, need_loss: bool = True
+) -> dict:
+    """The chunk's loss after this iteration (None unless ``need_loss``), and
+    the next iteration's first phase computed ahead (one trip to the workers
+    per iteration).
 
     The codes ahead stay aside (``ahead``) until the next iteration takes
     them, so a stage that stops here keeps the codes of its last weights.
@@ -166,7 +169,7 @@ def loss_and_next(x: dict, chunk: dict, spec, w, layers: list) -> dict:
     """
     chunk = _committed(chunk)
     out = dict(chunk)
-    value = loss(x, chunk, spec, w)
+    value = loss(x, chunk, spec, w) if need_loss else None
     W, stats, s = _step(x, chunk, spec, w, layers, True)
     out["ahead"] = (W, stats)
     # Both add up over chunks: one reduction brings the loss and the next

@@ -29,6 +29,7 @@ from .._torch.nets import (
     FactorizationNet,
     RowBatchIterator,
     StageResult,
+    loss_period,
     stage_callbacks,
 )
 from .._torch.objective import Problem, Regularization, error_of
@@ -109,12 +110,14 @@ class StageDriver:
         _, terms = rows.total(_chunks.objective_of, spec, w)
         return error_of(spec.solver.problem.weights, terms)
 
-    def iterate(self):
-        """One distributed iteration; ``(total, terms)`` of the objective after it."""
+    def iterate(self, need_loss: bool = True):
+        """One distributed iteration; ``(total, terms)`` of the objective after
+        it, or ``(None, None)`` when ``need_loss`` is False (the chunks then
+        skip their divergences)."""
         saved = [H.clone() for H in self.Hs]
         for attempt in range(MAX_RETRIES + 1):
             try:
-                return self._iterate()
+                return self._iterate(need_loss)
             except lost_errors():
                 if attempt == MAX_RETRIES:
                     raise
@@ -123,7 +126,7 @@ class StageDriver:
                 self._recover()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _iterate(self):
+    def _iterate(self, need_loss: bool = True):
         rows, spec, solver = self.rows, self.spec, self.spec.solver
         cluster = rows.cluster
         phases = solver.weight_phases()
@@ -145,14 +148,14 @@ class StageDriver:
         # The loss of this iteration and the next one's first phase in one
         # trip, both summed by one reduction: one wait per iteration.
         codes = [
-            cluster.submit(_chunks.loss_and_next, x, c, spec, w, phases[0])
+            cluster.submit(_chunks.loss_and_next, x, c, spec, w, phases[0], need_loss)
             for x, c in zip(rows.xs, rows.codes)
         ]
         self.ahead = None
         rows.codes = codes
         both = tree_sum(cluster, codes).result()
         self.ahead = (codes, both["stats"])
-        return both["loss"]
+        return both["loss"] if need_loss else (None, None)
 
     def _recover(self) -> None:
         """Recompute the codes of the chunks a lost worker held."""
@@ -191,13 +194,17 @@ class DistributedNet(FactorizationNet):
         self.driver = driver
 
     def train_step(self, batch, **fit_params):
-        total, terms = self.driver.iterate()
+        total, terms = self.driver.iterate(self.needs_loss())
         with torch.no_grad():
             for l, H in enumerate(self.driver.Hs):
                 self.module_.H[l].data = H
-        error = error_of(self.solver.problem.weights, terms)
-        self.history.record_batch("error", error)
-        loss = torch.tensor(total, dtype=self.driver.Hs[0].dtype)
+        dtype = self.driver.Hs[0].dtype
+        if total is None:
+            loss = torch.full((), math.nan, dtype=dtype)
+        else:
+            error = error_of(self.solver.problem.weights, terms)
+            self.history.record_batch("error", error)
+            loss = torch.tensor(total, dtype=dtype)
         return {"loss": loss, "y_pred": loss}
 
     def fit(self, X, y=None, **fit_params):
@@ -236,6 +243,7 @@ def run_stage(rows: ChunkedRows, spec, Hs: list, stage, *, known, layer_solvers)
         callbacks=callbacks,
         device="cpu",
         verbose=int(stage.verbose),
+        loss_every=loss_period(stage, True),
         **quiet,
     )
     net.fit(FactorDataset(rows))

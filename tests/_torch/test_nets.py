@@ -133,8 +133,13 @@ def test_run_stage_stops_like_sklearn_mu(beta, tol):
     assert res.converged == (n_ref < 200)
     np.testing.assert_allclose(res.Ws[0].numpy(), W_ref, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(res.Hs[0].numpy(), H_ref, rtol=1e-7, atol=1e-10)
+    # The error is recorded where the stopping rule reads it (every epoch
+    # with tol = 0, when the history is all a fixed-length fit reports).
+    epochs = [h["epoch"] for h in res.net.history if "error" in h]
+    period = 10 if tol > 0 else 1
+    expected = [e for e in range(1, res.n_iter + 1) if e % period == 0 or e == 1]
+    assert epochs == expected + ([res.n_iter] if res.n_iter % period else [])
     errors = res.net.history[:, "error"]
-    assert len(errors) == res.n_iter
     expected = math.sqrt(2 * _beta_divergence(X, W_ref, H_ref, beta))
     assert errors[-1] == pytest.approx(expected, rel=1e-7)
     assert res.error_at_init == pytest.approx(
@@ -333,3 +338,54 @@ def test_codes_only_stage_evaluates_the_loss_every_check():
     assert res.n_iter == 25 and epochs == [10, 20, 25]
     expected = math.sqrt(2 * _beta_divergence(X, res.Ws[0].numpy(), H0, 1.0))
     assert res.net.history[-1, "error"] == pytest.approx(expected, rel=1e-10)
+
+
+class _CountingLoss:
+    """Wraps a solver; counts its loss evaluations."""
+
+    def __init__(self, solver):
+        self.solver, self.calls = solver, 0
+
+    def __getattr__(self, name):
+        return getattr(self.solver, name)
+
+    def loss(self, *args, **kwargs):
+        self.calls += 1
+        return self.solver.loss(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "changes, period",
+    [({}, 10), ({"tol": 0.0}, 1), ({"callbacks": [Callback()]}, 1)],
+)
+def test_training_evaluates_the_loss_only_where_it_is_read(changes, period):
+    # The KL loss is a full divergence per epoch: a training stage evaluates it
+    # at the stopping rule's epochs (and the last) unless someone watches every
+    # epoch (callbacks, verbose) or no rule runs (tol = 0). Skipping it changes
+    # no iterate: the factors equal those of a stage evaluating every epoch.
+    X, W0, H0 = _data()
+    settings = dict(max_epochs=25, tol=1e-12, check_every=10) | changes
+    solver = _CountingLoss(make_solver("mu", Problem(1.0), batched=False))
+    res = run_stage(T(X), [T(W0)], [T(H0)], solver, Stage(**settings))
+    assert res.n_iter == 25
+    epochs = [h["epoch"] for h in res.net.history if "error" in h]
+    # The first epoch too: the history shows where the loss started.
+    expected = [e for e in range(1, 26) if e % period == 0 or e == 1]
+    expected += [] if 25 in expected else [25]
+    assert epochs == expected and solver.calls == len(expected)
+    losses = np.array(res.net.history[:, "train_loss"], dtype=float)
+    assert np.isnan(losses).sum() == 25 - len(expected)  # not evaluated: NaN
+    W_ref, H_ref, _ = non_negative_factorization(
+        X,
+        W0.copy(),
+        H0.copy(),
+        n_components=3,
+        init="custom",
+        solver="mu",
+        beta_loss=1.0,
+        tol=0,
+        max_iter=25,
+    )
+    np.testing.assert_allclose(res.Hs[0].numpy(), H_ref, rtol=1e-7, atol=1e-10)
+    final = math.sqrt(2 * _beta_divergence(X, W_ref, H_ref, 1.0))
+    assert res.net.history[-1, "error"] == pytest.approx(final, rel=1e-7)

@@ -89,3 +89,39 @@ def test_sparse_chunks_fit_like_in_memory():
         local = DeepNMF(**params).fit(Xs, W=W, H=H)
         dist = DeepNMF(**params).fit(Xd, W=W, H=H)
         np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
+
+
+def test_dask_fit_evaluates_the_loss_only_where_it_is_read(monkeypatch):
+    # As in memory (sknmf._torch.nets.loss_period): with tol > 0 and nobody
+    # watching, the chunks compute their divergences only at the first and
+    # last epochs and at the stopping rule's; the iterates do not change.
+    from sknmf.distributed import _chunks
+
+    calls = []
+    original = _chunks.loss
+    monkeypatch.setattr(
+        _chunks, "loss", lambda *a: calls.append(1) or original(*a), raising=True
+    )
+    rng = np.random.default_rng(5)
+    X = rng.random((80, 12))
+    W = rng.random((80, 3)) + 0.1
+    H = rng.random((3, 12)) + 0.1
+    params = dict(
+        n_components=3,
+        init="custom",
+        solver="mu",
+        beta_loss="kullback-leibler",
+        max_iter=25,
+        tol=1e-12,
+    )
+    local = DeepNMF(**params).fit(X, W=W, H=H)
+    dist = DeepNMF(**params).fit(da.from_array(X, chunks=(20, 12)), W=W, H=H)
+    epochs = [h["epoch"] for h in dist.history_ if "error" in h]
+    assert epochs == [1, 10, 20, 25]
+    assert epochs == [h["epoch"] for h in local.history_ if "error" in h]
+    assert len(calls) == 4 * 4  # four epochs, four chunks
+    assert np.isnan(dist.history_[:, "train_loss"]).sum() == 21
+    np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
+    np.testing.assert_allclose(
+        dist.history_[-1, "error"], local.history_[-1, "error"], rtol=1e-6
+    )
