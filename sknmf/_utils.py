@@ -120,8 +120,11 @@ def busy_cores_elsewhere(samples: int = 3) -> int | None:
 
     Linux's ``/proc/loadavg`` counts the runnable threads of the whole machine at
     this instant (unlike the load averages, which take a minute to follow a new
-    process); this process's own runnable threads are taken off. The smallest of
-    a few readings a millisecond apart ignores momentary blips. Elsewhere than
+    process); this process's own runnable threads are taken off: right after a
+    numpy or scikit-learn call, their BLAS pool spins for about 0.1 s, which
+    would otherwise read as a competitor (two fits in two threads of one
+    process are therefore not seen as competing). The smallest of a few
+    readings a millisecond apart ignores momentary blips. Elsewhere than
     Linux the answer is ``None`` and callers keep their setting.
 
     Parameters
