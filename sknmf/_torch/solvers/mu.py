@@ -60,12 +60,14 @@ def _product(A, M, B):
     return out if B is None else out @ B
 
 
-def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
+def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None, product=None):
     """Numerator ``N`` and denominator ``P`` of the MU for ``M`` in ``T ≈ A M B``.
 
     ``A`` (left) or ``B`` (right) may be ``None``. ``P`` may be a broadcastable row
     or column (beta = 1). ``cache`` keeps ``T @ B.T`` across calls when ``M`` is a
-    left factor and only ``M`` changes (transform with fixed ``H``).
+    left factor and only ``M`` changes (transform with fixed ``H``). ``product``
+    is ``A M B`` when the caller already has it (dense ``T``, beta != 2; it is
+    not modified).
     """
     if beta == 2.0:
         if A is None:
@@ -86,7 +88,10 @@ def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
         return num, den
 
     sparse = isinstance(T, CSRMatrix)
-    left = M if A is None else A @ M  # T ≈ left @ B  (or T ≈ left when B is None)
+    if product is not None and not sparse:
+        left = None
+    else:
+        left = M if A is None else A @ M  # T ≈ left @ B  (or T ≈ left if B is None)
     if sparse:
         right = B if B is not None else None
         WH_data = (
@@ -109,7 +114,10 @@ def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
             num = A.T @ matmul(G, B.T)
         WH = None if beta == 1.0 else _product(A, M, B)
     else:
-        WH = left if B is None else left @ B
+        if product is not None:
+            WH = product
+        else:
+            WH = left if B is None else left @ B
         WH_safe = WH.clamp_min(EPSILON) if beta < 2 else WH
         if beta == 1.0:
             G = T / WH_safe
@@ -437,6 +445,10 @@ class MUSolver(Solver):
         _, _, gamma = mm_exponents(p.beta)
         reg = self.reg(state)
         caches = state.get("caches")
+        # Wl Hl of an inner layer, computed as the target term of layer l - 1's
+        # coupled step; layer l's own update needs the same product (only
+        # W(l-1) moved in between).
+        Y = None
         for l in range(L):
             lam = p.weights[l]
             l1 = reg.l1_W[l] if reg is not None else 0.0
@@ -447,7 +459,9 @@ class MUSolver(Solver):
             cache = caches[l] if keep else None
             if p.loss == "layer":
                 target = X if l == 0 else Ws[l - 1]
-                num, den = mu_num_den(target, None, Ws[l], Hs[l], p.beta, cache)
+                num, den = mu_num_den(
+                    target, None, Ws[l], Hs[l], p.beta, cache, product=Y
+                )
             else:
                 B = chain(Hs, 0, l + 1)
                 num, den = mu_num_den(X, None, Ws[l], B, p.beta, cache)
