@@ -196,20 +196,25 @@ def wright_omega(a: torch.Tensor) -> torch.Tensor:
     # Starts (relative error below 4 %): e^a / (1 + e^a) for a < -1 (omega's
     # series in e^a), the Taylor series about a = 1 up to 3, the asymptotic
     # a - log a + log a / a above.
+    # (In-place arithmetic throughout: this runs on every inner code entry in
+    # every epoch, and its cost is passes over memory.)
     x = a - 1.0
-    series = 1.0 + x * (0.5 + x * (1.0 / 16 + x * (-1.0 / 192 + x * (-1.0 / 3072))))
+    series = x * (-1.0 / 3072)
+    series.add_(-1.0 / 192).mul_(x).add_(1.0 / 16).mul_(x).add_(0.5).mul_(x).add_(1.0)
     big = a.clamp_min(3.0)
     la = big.log()
+    asymptotic = la.div(big).add_(big).sub_(la)
     z = torch.where(a < -1.0, torch.sigmoid(a), series)
-    z = torch.where(a > 3.0, big - la + la / big, z)
+    z = torch.where(a > 3.0, asymptotic, z)
     for _ in range(_OMEGA_STEPS):
         # Halley: z - 2 f f' / (2 f'^2 - f f''), with f' = (1 + z) / z and
         # f'' = -1 / z^2, is z (1 - 2 q / (2 + q / (1 + z))), q = f / (1 + z):
         # no product overflows for large z.
         z1 = z + 1.0
         q = z.log().add_(z).sub_(a).div_(z1)
-        shrink = (2.0 * q).div_(q.div(z1).add_(2.0))
-        z = z.mul_(shrink.neg_().add_(1.0)).clamp_min_(tiny)
+        d = q.div(z1).add_(2.0)
+        q.mul_(2.0).div_(d)
+        z = z.addcmul_(z, q, value=-1.0).clamp_min_(tiny)
     return z
 
 
@@ -224,14 +229,14 @@ def _solve_coupled_kl(Wt, num, den, lam: float, Y):
     for large ``z``, where the exponential overflows).
     """
     c = num * Wt
-    ratio = den / lam
-    a = c.log().sub_((lam * Y).log_()).add_(ratio)
+    ratio = den / lam  # a row when den is one: broadcast below, never expanded
+    a = c.log().sub_(Y.log().add_(math.log(lam))).add_(ratio)
     z = wright_omega(a)
-    small = Y * (z - ratio).exp_()
+    small = (z - ratio).exp_().mul_(Y)
     large = c.div_(z).div_(lam)
     w = torch.where(z > 1.0, large, small)
     # Multiplicative updates never leave a zero.
-    return torch.where(Wt > 0, w, torch.zeros_like(w))
+    return torch.where(Wt > 0, w, 0.0)
 
 
 def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
@@ -247,16 +252,17 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     early.
     """
     a, b, gamma = mm_exponents(beta)
-    den = torch.where(den == 0, EPSILON, den).expand_as(Wt)
-    num = num.expand_as(Wt)
+    den = torch.where(den == 0, EPSILON, den)
     Y = Y.clamp_min(EPSILON)
+    if beta == 1.0 and lam > 0:
+        return _solve_coupled_kl(Wt, num.expand_as(Wt), den, lam, Y)
+    den = den.expand_as(Wt)
+    num = num.expand_as(Wt)
     if beta == 2.0:
         # Wt (num + lam Y) / (den + lam Wt), in as few passes over n x k as
         # possible (this runs for every inner layer in every epoch).
         numer = torch.add(num, Y, alpha=lam).mul_(Wt)
         return numer.div_(torch.add(den, Wt, alpha=lam))
-    if beta == 1.0 and lam > 0:
-        return _solve_coupled_kl(Wt, num, den, lam, Y)
     alive = Wt > 0
     Wsafe = torch.where(alive, Wt, torch.ones_like(Wt))
     big = torch.finfo(Wt.dtype).max ** 0.25
