@@ -8,8 +8,9 @@ majorise-minimise step (Févotte & Idier 2011), so the objective never increases
   (same guards), so one layer agrees with ``sklearn.decomposition.NMF``;
 - an inner code ``Wl`` of the layer-centric loss is also the *target* of the next
   term ``D(Wl | W(l+1) H(l+1))``; that term is kept exact next to the majoriser and
-  each entry's 1-D convex problem is solved (closed form for beta = 2, bisection
-  otherwise, cf. Leplat et al. 2023);
+  each entry's 1-D convex problem is solved (closed form for beta = 2 and, through
+  Wright's omega function, for beta = 1; safeguarded Newton otherwise; cf.
+  Leplat et al. 2023);
 - in deep models every ``Hl`` has rows on the unit simplex (the normalisation
   that removes the scale degeneracy), and its majoriser is minimised on that set
   through one Lagrange multiplier per row.
