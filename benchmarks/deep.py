@@ -80,6 +80,17 @@ def fit(X, ranks, **params):
     return model, seconds, warned
 
 
+def _split(model):
+    """Seconds of the pretraining, and milliseconds per iteration of the last
+    stage (the fine-tuning of a deep model, the fit of a one-layer one), from
+    the histories' per-epoch durations."""
+    pre = getattr(model, "pretrain_histories_", None) or []
+    deep = len(model.layer_components_) > 1
+    pre_s = sum(float(np.sum(h[:, "dur"])) for h in pre) if deep else 0.0
+    last = float(np.sum(model.history_[:, "dur"]))
+    return pre_s, 1000.0 * last / max(model.n_iter_, 1)
+
+
 def convergence_rows(name, X, ranks, beta, iters):
     rows = []
     one, t_one, w_one = fit(X, ranks[0], beta_loss=beta, max_iter=5000)
@@ -93,8 +104,10 @@ def convergence_rows(name, X, ranks, beta, iters):
             n_iter=one.n_iter_,
             seconds=t_one,
             converged=not w_one,
+            ms_per_iter=_split(one)[1],
         )
     )
+    print(_row(rows[-1]), flush=True)
     methods = [("default", {})]
     if beta == "frobenius":
         methods.append(("previous (mu, pretrain hals)", dict(solver="mu")))
@@ -116,6 +129,8 @@ def convergence_rows(name, X, ranks, beta, iters):
                     converged=not warned,
                     ratio_to_one_layer=t / t_one,
                     layer_errors=[round(e, 4) for e in model.layer_errors_],
+                    pretraining_seconds=_split(model)[0],
+                    ms_per_iter=_split(model)[1],
                 )
             )
             print(_row(rows[-1]), flush=True)
@@ -182,7 +197,9 @@ def _row(r):
         f"| {r['data']} | {r['model']} {r['beta']} | {r['solver']} | "
         f"{r['max_iter']} | {r['n_iter']} | {r['seconds']:.1f} s | "
         f"{'yes' if r['converged'] else 'no'} | "
-        f"{r.get('ratio_to_one_layer', 1.0):.1f}x |"
+        f"{r.get('ratio_to_one_layer', 1.0):.1f}x | "
+        f"{r.get('pretraining_seconds', 0.0):.2f} s | {r['ms_per_iter']:.1f} ms | "
+        f"{r.get('layer_errors', '')} |"
     )
 
 
@@ -217,7 +234,8 @@ def main(argv=None):
     if "convergence" in args.tables:
         print(
             "| data | model | solver | max_iter | n_iter_ | fit time | converged "
-            "| / one layer |\n|---|---|---|---|---|---|---|---|",
+            "| / one layer | pretraining | per iteration (last stage) | layer errors "
+            "|\n|---|---|---|---|---|---|---|---|---|---|---|",
             flush=True,
         )
         jobs = [("digits", digits, (32, 16, 8), "frobenius")]

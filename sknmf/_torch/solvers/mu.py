@@ -8,8 +8,9 @@ majorise-minimise step (Févotte & Idier 2011), so the objective never increases
   (same guards), so one layer agrees with ``sklearn.decomposition.NMF``;
 - an inner code ``Wl`` of the layer-centric loss is also the *target* of the next
   term ``D(Wl | W(l+1) H(l+1))``; that term is kept exact next to the majoriser and
-  each entry's 1-D convex problem is solved (closed form for beta = 2, bisection
-  otherwise, cf. Leplat et al. 2023);
+  each entry's 1-D convex problem is solved (closed form for beta = 2 and, through
+  Wright's omega function, for beta = 1; safeguarded Newton otherwise; cf.
+  Leplat et al. 2023);
 - in deep models every ``Hl`` has rows on the unit simplex (the normalisation
   that removes the scale degeneracy), and its majoriser is minimised on that set
   through one Lagrange multiplier per row.
@@ -17,6 +18,7 @@ majorise-minimise step (Févotte & Idier 2011), so the objective never increases
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -30,6 +32,7 @@ _EPS64 = float(torch.finfo(torch.float64).eps)
 _BISECT_STEPS = 40
 _NEWTON_STEPS = 12
 _NEWTON_RTOL = 1e-9
+_OMEGA_STEPS = 2
 
 
 def mm_exponents(beta: float) -> tuple[float, float, float]:
@@ -58,12 +61,14 @@ def _product(A, M, B):
     return out if B is None else out @ B
 
 
-def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
+def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None, product=None):
     """Numerator ``N`` and denominator ``P`` of the MU for ``M`` in ``T ≈ A M B``.
 
     ``A`` (left) or ``B`` (right) may be ``None``. ``P`` may be a broadcastable row
     or column (beta = 1). ``cache`` keeps ``T @ B.T`` across calls when ``M`` is a
-    left factor and only ``M`` changes (transform with fixed ``H``).
+    left factor and only ``M`` changes (transform with fixed ``H``). ``product``
+    is ``A M B`` when the caller already has it (dense ``T``, beta != 2; it is
+    not modified).
     """
     if beta == 2.0:
         if A is None:
@@ -84,7 +89,10 @@ def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
         return num, den
 
     sparse = isinstance(T, CSRMatrix)
-    left = M if A is None else A @ M  # T ≈ left @ B  (or T ≈ left when B is None)
+    if product is not None and not sparse:
+        left = None
+    else:
+        left = M if A is None else A @ M  # T ≈ left @ B  (or T ≈ left if B is None)
     if sparse:
         right = B if B is not None else None
         WH_data = (
@@ -107,7 +115,10 @@ def mu_num_den(T, A, M, B, beta: float, cache: dict | None = None):
             num = A.T @ matmul(G, B.T)
         WH = None if beta == 1.0 else _product(A, M, B)
     else:
-        WH = left if B is None else left @ B
+        if product is not None:
+            WH = product
+        else:
+            WH = left if B is None else left @ B
         WH_safe = WH.clamp_min(EPSILON) if beta < 2 else WH
         if beta == 1.0:
             G = T / WH_safe
@@ -161,20 +172,93 @@ def _coupled_phi(s, P, N, a, b, lam, Wt, Y, beta):
     return Pa - Nb + lam * g, a * Pa - b * Nb + lam * w ** (beta - 1.0)
 
 
+def wright_omega(a: torch.Tensor) -> torch.Tensor:
+    """Wright's omega function: the real ``z > 0`` with ``z + log z = a``.
+
+    ``z = W0(exp(a))`` (Lambert's W), computed without the exponential that
+    overflows: the piecewise starts of Lawrence, Corless & Jeffrey (2012,
+    ACM TOMS Algorithm 917) for real arguments (relative error below 4 %),
+    then Halley steps on ``f(z) = z + log z - a``: cubic convergence, so two
+    reach float64 rounding (5e-15 against SciPy's ``wrightomega`` on
+    ``|a| <= 800``; float32: 2e-6, from the rounding of ``f``).
+    ``a = -inf`` gives 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.solvers.mu import wright_omega
+    >>> z = wright_omega(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    >>> [round(float(v), 12) for v in z]
+    [1.0, 0.567143290410]
+    """
+    tiny = torch.finfo(a.dtype).tiny
+    # Below log(tiny) omega is exp(a) to every digit a float holds (or 0).
+    a = a.clamp_min(math.log(tiny))
+    # Starts (relative error below 4 %): e^a / (1 + e^a) for a < -1 (omega's
+    # series in e^a), the Taylor series about a = 1 up to 3, the asymptotic
+    # a - log a + log a / a above.
+    # (In-place arithmetic throughout: this runs on every inner code entry in
+    # every epoch, and its cost is passes over memory.)
+    x = a - 1.0
+    series = x * (-1.0 / 3072)
+    series.add_(-1.0 / 192).mul_(x).add_(1.0 / 16).mul_(x).add_(0.5).mul_(x).add_(1.0)
+    big = a.clamp_min(3.0)
+    la = big.log()
+    asymptotic = la.div(big).add_(big).sub_(la)
+    z = torch.where(a < -1.0, torch.sigmoid(a), series)
+    z = torch.where(a > 3.0, asymptotic, z)
+    for _ in range(_OMEGA_STEPS):
+        # Halley: z - 2 f f' / (2 f'^2 - f f''), with f' = (1 + z) / z and
+        # f'' = -1 / z^2, is z (1 - 2 q / (2 + q / (1 + z))), q = f / (1 + z):
+        # no product overflows for large z.
+        z1 = z + 1.0
+        q = z.log().add_(z).sub_(a).div_(z1)
+        d = q.div(z1).add_(2.0)
+        q.mul_(2.0).div_(d)
+        z = z.addcmul_(z, q, value=-1.0).clamp_min_(tiny)
+    return z
+
+
+def _solve_coupled_kl(Wt, num, den, lam: float, Y):
+    """The coupled step for KL in closed form (Wright's omega).
+
+    Per entry, with ``c = num · Wt``, the stationarity condition
+    ``den - c / w + lam log(w / Y) = 0`` becomes, for ``z = c / (lam w)``,
+    ``z + log z = den / lam + log(c / (lam Y))``: ``z`` is Wright's omega of
+    the right-hand side, and ``w = c / (lam z) = Y exp(z - den / lam)`` (the
+    second form for small ``z``, where ``c`` underflows the first; the first
+    for large ``z``, where the exponential overflows).
+    """
+    c = num * Wt
+    ratio = den / lam  # a row when den is one: broadcast below, never expanded
+    a = c.log().sub_(Y.log().add_(math.log(lam))).add_(ratio)
+    z = wright_omega(a)
+    small = (z - ratio).exp_().mul_(Y)
+    large = c.div_(z).div_(lam)
+    w = torch.where(z > 1.0, large, small)
+    # Multiplicative updates never leave a zero.
+    return torch.where(Wt > 0, w, 0.0)
+
+
 def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     """Minimise the MM majoriser of ``Wl`` plus the exact term ``lam·D(Wl | Y)``.
 
     ``num``/``den`` are the MU numerator and denominator of ``Wl`` as a factor
     (weights and regularisation already included), ``Y = W(l+1) H(l+1)`` the
-    approximation of ``Wl`` by the next layer. Each entry is a 1-D convex problem,
-    solved by Newton's method in ``log w`` safeguarded by a bracket; the returned
-    point lies between the old value and the minimiser, so the objective cannot
-    increase even if the iterations stop early.
+    approximation of ``Wl`` by the next layer. Each entry is a 1-D convex
+    problem: closed form for beta = 2 and for beta = 1 (Wright's omega,
+    :func:`wright_omega`); otherwise Newton's method in ``log w`` safeguarded
+    by a bracket, whose returned point lies between the old value and the
+    minimiser, so the objective cannot increase even if the iterations stop
+    early.
     """
     a, b, gamma = mm_exponents(beta)
-    den = torch.where(den == 0, EPSILON, den).expand_as(Wt)
-    num = num.expand_as(Wt)
+    den = torch.where(den == 0, EPSILON, den)
     Y = Y.clamp_min(EPSILON)
+    if beta == 1.0 and lam > 0:
+        return _solve_coupled_kl(Wt, num.expand_as(Wt), den, lam, Y)
+    den = den.expand_as(Wt)
+    num = num.expand_as(Wt)
     if beta == 2.0:
         # Wt (num + lam Y) / (den + lam Wt), in as few passes over n x k as
         # possible (this runs for every inner layer in every epoch).
@@ -190,8 +274,7 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
     hi = torch.log(torch.maximum(t1, t2))
     s = torch.zeros_like(lo)
     if beta == 1.0:
-        # KL: w**0 = 1 and log(w / Y) = s + log(Wt / Y), so a Newton step is
-        # five element-wise passes instead of the general form's fifteen.
+        # KL without the next-layer term (lam = 0): Newton on the majoriser alone.
         offset = torch.log(Wsafe / Y)
 
         def phi(s):
@@ -369,6 +452,10 @@ class MUSolver(Solver):
         _, _, gamma = mm_exponents(p.beta)
         reg = self.reg(state)
         caches = state.get("caches")
+        # Wl Hl of an inner layer, computed as the target term of layer l - 1's
+        # coupled step; layer l's own update needs the same product (only
+        # W(l-1) moved in between).
+        Y = None
         for l in range(L):
             lam = p.weights[l]
             l1 = reg.l1_W[l] if reg is not None else 0.0
@@ -379,7 +466,9 @@ class MUSolver(Solver):
             cache = caches[l] if keep else None
             if p.loss == "layer":
                 target = X if l == 0 else Ws[l - 1]
-                num, den = mu_num_den(target, None, Ws[l], Hs[l], p.beta, cache)
+                num, den = mu_num_den(
+                    target, None, Ws[l], Hs[l], p.beta, cache, product=Y
+                )
             else:
                 B = chain(Hs, 0, l + 1)
                 num, den = mu_num_den(X, None, Ws[l], B, p.beta, cache)

@@ -92,6 +92,23 @@ def test_num_den_of_a_middle_factor(beta):
     np.testing.assert_allclose(np.broadcast_to(den.numpy(), den_ref.shape), den_ref)
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.5, 0.0, 1.5, 3.0])
+def test_num_den_with_a_given_product(beta):
+    # The caller's product stands in for A M B (here a different matrix, so the
+    # test sees that it is read): the numpy formulas of the test above with it,
+    # and the given tensor is left as it was.
+    X, W, H = _problem()
+    V = 2.0 * (W @ H)
+    product = T(V.copy())
+    num, den = mu_num_den(T(X), None, T(W), T(H), beta, product=product)
+    np.testing.assert_allclose(num.numpy(), (X * V ** (beta - 2)) @ H.T)
+    den_ref = V ** (beta - 1) @ H.T
+    if beta == 1.0:  # the KL denominator does not read the product
+        den_ref = np.ones_like(V) @ H.T
+    np.testing.assert_allclose(np.broadcast_to(den.numpy(), den_ref.shape), den_ref)
+    np.testing.assert_array_equal(product.numpy(), V)
+
+
 def test_num_den_cache_reuses_the_product_with_fixed_weights():
     X, W, H = _problem()
     cache = {}
