@@ -29,11 +29,9 @@ those of the first, each through a logistic regression.
 # every split below keeps a person's videos on one side, so every test face is a
 # stranger.
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.model_selection import GroupKFold, cross_val_predict
@@ -42,9 +40,6 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from sknmf import DeepNMF, ExpressionRNN, FrameEncoder
 from sknmf.datasets import make_expression_videos
-
-# DeepNMF may stop at max_iter before its tolerance: the codes are good enough here.
-warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 X, y, groups = make_expression_videos(300, setting="hard", random_state=0)
 classes, counts = np.unique(y, return_counts=True)
