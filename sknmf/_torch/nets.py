@@ -84,12 +84,28 @@ class ToleranceStopping(Callback):
 
     The error is ``sqrt(2 Σ λ_l D_l)``, recorded by the net in the history as
     ``"error"``. ``tol=0`` never stops early.
+
+    ``penalised=True`` (mini-batch stages) tests ``sqrt(2 F)`` instead, ``F``
+    the penalised objective the solver minimises (the epoch's ``train_loss``
+    summed over its batches; each batch carries its share of the weights'
+    penalty), and ``error_at_init`` must then be that of ``F`` at the start.
+    With penalties the unpenalised error can rise while the fit still makes
+    progress (L1 shrinks the factors towards zero), which would stop it
+    early; without penalties both quantities are the same, so the rule is
+    unchanged. The recorded ``"error"`` stays unpenalised.
     """
 
-    def __init__(self, tol: float, error_at_init: float, check_every: int = 10):
+    def __init__(
+        self,
+        tol: float,
+        error_at_init: float,
+        check_every: int = 10,
+        penalised: bool = False,
+    ):
         self.tol = tol
         self.error_at_init = error_at_init
         self.check_every = check_every
+        self.penalised = penalised
 
     def initialize(self):
         self.previous_ = self.error_at_init
@@ -98,15 +114,18 @@ class ToleranceStopping(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
-        # Batch errors are sqrt(2 D_b); the epoch's error is that of the sum of D_b.
-        batches = net.history[-1, "batches"]
-        errors = [b["error"] for b in batches if "error" in b]
-        if not errors:
+        # Batch errors are sqrt(2 D_b); the epoch's is that of the sum of D_b.
+        batches = [b for b in net.history[-1, "batches"] if "error" in b]
+        if not batches:
             return
-        error = math.sqrt(sum(e * e for e in errors))
+        error = math.sqrt(sum(b["error"] ** 2 for b in batches))
         net.history.record("error", error)
         if self.tol <= 0 or epoch % self.check_every:
             return
+        if self.penalised:
+            # Batch losses are F_b, blocks of F (codes' penalty per row,
+            # weights' penalty shared): the epoch's F is their sum.
+            error = math.sqrt(2.0 * max(sum(b["train_loss"] for b in batches), 0.0))
         scale = self.error_at_init if self.error_at_init > 0 else 1.0
         if (self.previous_ - error) / scale < self.tol:
             self.converged_ = True
@@ -316,13 +335,27 @@ class StageResult:
     solver_state: dict | None = None
 
 
+def stops_on_objective(stage: Stage) -> bool:
+    """Whether a stage's stopping rule reads the penalised objective.
+
+    Mini-batch stages do: an online fit of a penalised problem can raise the
+    unpenalised error while it still lowers what it minimises. Full-batch
+    stages stop on the unpenalised error, as scikit-learn's NMF does.
+    """
+    return stage.batch_size is not None
+
+
 def stage_callbacks(stage: Stage, error_at_init: float):
     """The stopping rule, progress bar and user callbacks of a stage's net.
 
-    Returns ``(stopper, callbacks, quiet)``; ``quiet`` holds the net keyword that
-    silences skorch's epoch log unless ``stage.verbose``.
+    ``error_at_init`` is the rule's quantity at the start: ``sqrt(2 F)`` of
+    the penalised objective where :func:`stops_on_objective`, the error
+    otherwise. Returns ``(stopper, callbacks, quiet)``; ``quiet`` holds the
+    net keyword that silences skorch's epoch log unless ``stage.verbose``.
     """
-    stopper = ToleranceStopping(stage.tol, error_at_init, stage.check_every)
+    stopper = ToleranceStopping(
+        stage.tol, error_at_init, stage.check_every, stops_on_objective(stage)
+    )
     callbacks = [("tolerance", stopper)]
     if stage.verbose:
         from skorch.callbacks import ProgressBar
@@ -373,9 +406,12 @@ def run_stage(
         sq = None
         if solver.problem.beta == 2.0 and solver.problem.loss == "layer":
             sq = squared_norm(X)
-        _, terms = objective(X, Ws, Hs, solver.problem, sq_norm_X=sq)
+        total0, terms = objective(X, Ws, Hs, solver.problem, sq_norm_X=sq)
     error0 = error_of(solver.problem.weights, terms)
-    stopper, callbacks, quiet = stage_callbacks(stage, error0)
+    start = error0
+    if stops_on_objective(stage):
+        start = math.sqrt(2.0 * max(float(total0), 0.0))
+    stopper, callbacks, quiet = stage_callbacks(stage, start)
     net = FactorizationNet(
         module,
         solver=solver,

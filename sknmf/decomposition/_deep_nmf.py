@@ -119,6 +119,10 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     tol : float, default=1e-4
         Stop when the error decreased by less than ``tol`` times the initial error
         over 10 iterations (scikit-learn's rule). 0 runs ``max_iter`` iterations.
+        Mini-batch training (``batch_size`` set) reads ``sqrt(2 F)`` instead of
+        the error, ``F`` the penalised objective it minimises: with penalties
+        the error can rise while the fit still makes progress. Without
+        penalties both are the same.
     pretrain_max_iter : int, default=None
         Epochs of each layer's pretraining in deep models; None uses
         ``max_epochs`` (or ``max_iter``) in :meth:`fit` and no pretraining (the

@@ -389,3 +389,82 @@ def test_training_evaluates_the_loss_only_where_it_is_read(changes, period):
     np.testing.assert_allclose(res.Hs[0].numpy(), H_ref, rtol=1e-7, atol=1e-10)
     final = math.sqrt(2 * _beta_divergence(X, W_ref, H_ref, 1.0))
     assert res.net.history[-1, "error"] == pytest.approx(final, rel=1e-7)
+
+
+def _feed_penalised(stopper, epochs):
+    """Epochs of batches ``(error, penalised loss)``; the epoch it stopped at."""
+    net = _Net()
+    stopper.initialize()
+    for epoch, batches in enumerate(epochs, start=1):
+        net.history.new_epoch()
+        for error, loss in batches:
+            net.history.new_batch()
+            net.history.record_batch("error", error)
+            net.history.record_batch("train_loss", loss)
+        try:
+            stopper.on_epoch_end(net)
+        except Converged:
+            return epoch, net
+    return None, net
+
+
+def test_penalised_stopping_reads_the_objective_not_the_error():
+    # The error rises 1.0 -> 1.2 -> 1.3 while F = 8 -> 4.5 -> 2 ... falls: the
+    # error rule stops at the first check, the penalised one goes on until
+    # sqrt(2 F) = 4, 3, 2, 1.7, 1.6 falls by less than 0.05 * 4 (epoch 4).
+    epochs = [[(1.2, 4.5)], [(1.3, 2.0)], [(1.3, 1.445)], [(1.3, 1.28)]]
+    plain = ToleranceStopping(tol=0.05, error_at_init=1.0, check_every=1)
+    assert _feed(plain, [[e for e, _ in batches] for batches in epochs])[0] == 1
+    stopper = ToleranceStopping(
+        tol=0.05, error_at_init=4.0, check_every=1, penalised=True
+    )
+    epoch, net = _feed_penalised(stopper, epochs)
+    assert epoch == 4
+    # The recorded error stays the unpenalised one.
+    assert net.history[:, "error"] == pytest.approx([1.2, 1.3, 1.3, 1.3])
+
+
+def test_penalised_stopping_adds_the_batches_losses():
+    # Batches carry blocks of F: the epoch's sqrt(2 F) is sqrt(2 (2 + 2.5)) = 3,
+    # a decrease of exactly 0.25 * 4 from 4, which is progress; then 3 -> 2.9.
+    stopper = ToleranceStopping(
+        tol=0.25, error_at_init=4.0, check_every=1, penalised=True
+    )
+    epochs = [[(1.0, 2.0), (1.0, 2.5)], [(1.0, 2.0), (1.0, 2.205)]]
+    assert _feed_penalised(stopper, epochs)[0] == 2
+
+
+def _penalised_objective(X, W, H, l1_W, l1_H):
+    """0.5 ||X - W H||² + l1_W |W|_1 + l1_H |H|_1 (numpy)."""
+    return 0.5 * np.sum((X - W @ H) ** 2) + l1_W * W.sum() + l1_H * H.sum()
+
+
+def test_penalised_mini_batch_fit_is_not_stopped_by_its_rising_error():
+    # scikit-learn's test_nmf_regularization case: an L1 penalty so strong
+    # that the fit shrinks the factors and the unpenalised error rises, so a
+    # rule on the error stops at its first check. The mini-batch stage stops
+    # on the penalised objective F it minimises, once F has stalled: F is
+    # then near its value after many more epochs, far below F at epoch 10.
+    rng = np.random.RandomState(42)
+    X = np.abs(rng.randn(6, 5))
+    W0, H0 = rng.rand(6, 3) + 0.1, rng.rand(3, 5) + 0.1
+    alpha, (n, m) = 0.5, X.shape
+    l1_W, l1_H = alpha * m, alpha * n
+    reg = Regularization(n, [m], alpha_W=alpha, alpha_H=alpha, l1_ratio=1.0)
+    problem = Problem(2.0, reg=reg)
+
+    def fit(max_epochs, tol):
+        solver = make_solver("mu", problem, batched=True)
+        stage = Stage(max_epochs=max_epochs, tol=tol, batch_size=3, forget_factor=0.7)
+        res = run_stage(T(X), [T(W0)], [T(H0)], solver, stage)
+        W, H = res.Ws[0].numpy(), res.Hs[0].numpy()
+        return res, np.linalg.norm(X - W @ H), _penalised_objective(X, W, H, l1_W, l1_H)
+
+    error0 = np.linalg.norm(X - W0 @ H0)
+    _, error10, F10 = fit(10, 0.0)
+    assert error10 > error0  # the error rule would stop at epoch 10
+    _, _, F_long = fit(1000, 0.0)
+    res, error, F = fit(1000, 1e-4)
+    assert res.converged and 10 < res.n_iter < 1000
+    assert error > error0
+    assert F - F_long < 1e-3 * (F10 - F_long)

@@ -206,10 +206,12 @@ CASE_MARKS = [
         {"Estimator": _MINIBATCH},
         pytest.mark.xfail(
             strict=True,
-            reason="in mini-batch mode DeepNMF stops on the unpenalised error "
-            "(NMF's rule), which stops a heavily L1-penalised fit after 20 "
-            "iterations with H near, not at, zero; MiniBatchNMF stops on the "
-            "change of H",
+            reason="mini-batch stages stop when the penalised objective stalls "
+            "(tol); here it has converged after 40 iterations, W is all <= eps "
+            "and H decays like forget_factor**t (7.5e-9), so counting H <= eps "
+            "needs ~105 steps: MiniBatchNMF gets them from max_no_improvement "
+            "(its relative change of H stays 0.3 and never stops it; with "
+            "max_no_improvement=None it runs max_iter)",
         ),
     ),
     # The two big grids run one slice by default, all of it with -m slow.
