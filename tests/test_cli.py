@@ -378,6 +378,23 @@ def packed(tiny_png, tmp_path, capsys, quick_codec):
     return path
 
 
+def test_info_reads_the_header_without_torch(packed):
+    # `sknmf info` only parses the header: no estimator, so no torch.
+    code = (
+        "import sys\n"
+        "import sknmf.cli\n"
+        f"assert sknmf.cli.main(['info', {str(packed)!r}]) == 0\n"
+        "heavy = {'torch', 'sklearn', 'skorch'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert read_header(packed.read_bytes())["color"] in res.stdout
+
+
 def test_decompress_to_a_lossy_format_needs_a_flag(packed, tmp_path, capsys):
     old = tmp_path / "old.jpg"
     old.write_bytes(b"an existing file")

@@ -47,6 +47,7 @@ from sknmf.image._format import (
     pack,
     parse,
     plane_shape,
+    read_header,
     read_planes,
 )
 from sknmf.image._patches import ImagePatches
@@ -294,43 +295,6 @@ def decompress(data, *, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     if info["n_channels"] == 4:
         out[..., 3] = stored[3]
     return out.reshape(info["shape"])
-
-
-def read_header(data) -> dict:
-    """Read and check the header of a compressed image, without decoding it.
-
-    Parameters
-    ----------
-    data : bytes-like
-        A compressed image.
-
-    Returns
-    -------
-    header : dict
-        ``version``, ``shape``, ``n_channels``, ``color``, ``n_bytes``,
-        ``bits_per_pixel`` and ``planes`` (one dict per plane: ``kind``,
-        ``subsampling``, ``patch_size``, ``n_components``, ``layers``,
-        ``code_bits``, ``step``).
-
-    Raises
-    ------
-    ValueError
-        As :func:`decompress`, for anything that is not a valid file.
-
-    See Also
-    --------
-    decompress : Decode the image.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sknmf.image import compress, read_header
-    >>> header = read_header(compress(np.zeros((8, 24), dtype=np.uint8)))
-    >>> header["shape"], header["color"]
-    ((8, 24), 'gray')
-    """
-    info = parse(data)
-    return {k: v for k, v in info.items() if not k.startswith("_")}
 
 
 def save(path, image, **params) -> int:
