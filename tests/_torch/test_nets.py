@@ -49,15 +49,21 @@ class _Net:
         self.history = History()
 
 
-def _feed(stopper, batch_errors):
-    """Epochs of batch errors through the callback; the epoch it stopped at."""
+def _feed(stopper, epochs):
+    """Epochs of batches through the callback; the epoch it stopped at.
+
+    A batch is its error, or a pair ``(error, penalised loss)``.
+    """
     net = _Net()
     stopper.initialize()
-    for epoch, errors in enumerate(batch_errors, start=1):
+    for epoch, batches in enumerate(epochs, start=1):
         net.history.new_epoch()
-        for e in errors:
+        for batch in batches:
+            error, loss = batch if isinstance(batch, tuple) else (batch, None)
             net.history.new_batch()
-            net.history.record_batch("error", e)
+            net.history.record_batch("error", error)
+            if loss is not None:
+                net.history.record_batch("train_loss", loss)
         try:
             stopper.on_epoch_end(net)
         except Converged:
@@ -391,23 +397,6 @@ def test_training_evaluates_the_loss_only_where_it_is_read(changes, period):
     assert res.net.history[-1, "error"] == pytest.approx(final, rel=1e-7)
 
 
-def _feed_penalised(stopper, epochs):
-    """Epochs of batches ``(error, penalised loss)``; the epoch it stopped at."""
-    net = _Net()
-    stopper.initialize()
-    for epoch, batches in enumerate(epochs, start=1):
-        net.history.new_epoch()
-        for error, loss in batches:
-            net.history.new_batch()
-            net.history.record_batch("error", error)
-            net.history.record_batch("train_loss", loss)
-        try:
-            stopper.on_epoch_end(net)
-        except Converged:
-            return epoch, net
-    return None, net
-
-
 def test_penalised_stopping_reads_the_objective_not_the_error():
     # The error rises 1.0 -> 1.2 -> 1.3 while F = 8 -> 4.5 -> 2 ... falls: the
     # error rule stops at the first check, the penalised one goes on until
@@ -418,7 +407,7 @@ def test_penalised_stopping_reads_the_objective_not_the_error():
     stopper = ToleranceStopping(
         tol=0.05, error_at_init=4.0, check_every=1, penalised=True
     )
-    epoch, net = _feed_penalised(stopper, epochs)
+    epoch, net = _feed(stopper, epochs)
     assert epoch == 4
     # The recorded error stays the unpenalised one.
     assert net.history[:, "error"] == pytest.approx([1.2, 1.3, 1.3, 1.3])
@@ -431,7 +420,7 @@ def test_penalised_stopping_adds_the_batches_losses():
         tol=0.25, error_at_init=4.0, check_every=1, penalised=True
     )
     epochs = [[(1.0, 2.0), (1.0, 2.5)], [(1.0, 2.0), (1.0, 2.205)]]
-    assert _feed_penalised(stopper, epochs)[0] == 2
+    assert _feed(stopper, epochs)[0] == 2
 
 
 def _penalised_objective(X, W, H, l1_W, l1_H):
