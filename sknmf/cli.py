@@ -193,8 +193,7 @@ def _components(text: str):
     The ranks are checked by :func:`sknmf.decomposition.check_ranks`, the one
     rank check of the package; its error becomes an option error (exit 2).
     """
-    # Lazy like every other sknmf import here: `sknmf --help` stays cheap if
-    # the package's own imports ever become lazy.
+    # Imported here, not at the top: it imports torch, which `--help` must not.
     from sknmf.decomposition import check_ranks
 
     try:
@@ -470,7 +469,7 @@ def _add_decompress_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_decompress(args: argparse.Namespace) -> int:
-    from sknmf.image import DecompressionBombError, decompress, read_header
+    from sknmf.image import DecompressionBombError, decompress
 
     _check_distinct(args.input, args.output)
     # Refuse a lossy target before the work, and a bomb before any allocation.
@@ -479,8 +478,8 @@ def _run_decompress(args: argparse.Namespace) -> int:
         raise _lossy_refusal(args.output, fmt, "re-encodes the image lossy")
     data = _read_bytes(args.input)
     try:
-        _check_pixels(args.input, read_header(data)["shape"], args.max_pixels)
-        # The command's budget governs, also the decoder's work bound.
+        # The decoder checks the command's budget (pixels, and the work they
+        # allow) from the header, before allocating anything.
         image = decompress(data, max_pixels=args.max_pixels or None)
     except DecompressionBombError as exc:
         raise CLIError(
