@@ -237,6 +237,39 @@ def threads_for(work: int, threshold: int, device: torch.device | str = "cpu"):
             torch.set_num_threads(previous)
 
 
+@contextmanager
+def unchanged_on_failure(estimator):
+    """A fit that raises (or is interrupted) leaves ``estimator`` as it was.
+
+    Validation sets ``n_features_in_`` before the model exists: without this an
+    exception in a refit (a callback's, Ctrl-C) would leave the new data's
+    attributes beside the old model. Parameters do not change during a fit, so
+    putting the whole instance dictionary back restores exactly the previous
+    state (a never-fitted estimator stays unfitted).
+
+    Examples
+    --------
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sknmf._utils import unchanged_on_failure
+    >>> est = StandardScaler()
+    >>> try:
+    ...     with unchanged_on_failure(est):
+    ...         _ = est.fit([[0.0], [1.0]])
+    ...         raise RuntimeError("interrupted")
+    ... except RuntimeError:
+    ...     pass
+    >>> hasattr(est, "mean_")
+    False
+    """
+    before = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(before)
+        raise
+
+
 def warn_unused_factors(W, H, stacklevel: int = 3) -> None:
     """scikit-learn's warning for ``W``/``H`` passed with an init that ignores them.
 

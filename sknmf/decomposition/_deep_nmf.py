@@ -40,6 +40,7 @@ from .._utils import (
     make_generator,
     seed_from_random_state,
     threads_for,
+    unchanged_on_failure,
     warn_unused_factors,
 )
 from ..distributed import is_dask_array
@@ -338,7 +339,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self : DeepNMF
             The fitted estimator.
         """
-        with _unchanged_on_failure(self), self._threads(X):
+        with unchanged_on_failure(self), self._threads(X):
             if is_dask_array(X):
                 distributed.fit(self, X, W, H)
             else:
@@ -361,7 +362,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             Identical to ``fit(X).transform(X)`` (a lazy Dask array for a
             Dask ``X``).
         """
-        with _unchanged_on_failure(self), self._threads(X):
+        with unchanged_on_failure(self), self._threads(X):
             if is_dask_array(X):
                 X = distributed.fit(self, X, W, H)
                 return distributed.transform(self, X)
@@ -633,7 +634,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         -------
         self : DeepNMF
         """
-        with _unchanged_on_failure(self), self._threads(X):
+        with unchanged_on_failure(self), self._threads(X):
             return self._partial_fit(X, W, H)
 
     def _partial_fit(self, X, W, H):
@@ -941,23 +942,6 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-@contextlib.contextmanager
-def _unchanged_on_failure(estimator):
-    """A fit that raises (or is interrupted) leaves the estimator as it was.
-
-    Validation sets ``n_features_in_`` before the factors exist: without this an
-    exception in a refit would leave the new data's attributes beside the old
-    model's factors.
-    """
-    before = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(before)
-        raise
 
 
 def _rounding_floors(Xt, Ws, beta: float) -> list[float]:

@@ -44,6 +44,7 @@ from .._utils import (
     make_generator,
     seed_from_random_state,
     threads_for,
+    unchanged_on_failure,
 )
 from ._sequences import (
     Sequences,
@@ -70,10 +71,6 @@ def _threads_for(work: int, device: torch.device):
 # overflow float64 and values beyond ~3e38 overflow the network's float32. Inside
 # that range nothing is rescaled, so ordinary data gives bit-identical fits.
 _SAFE_MAGNITUDE = 2.0**60
-
-# Fitted attributes that do not end with "_" (restored with the others when a fit
-# fails).
-_PRIVATE_FITTED = ("_n_features_out", "_frame_scale")
 
 
 _OPTIMIZERS = {
@@ -410,15 +407,8 @@ class ExpressionRNN(
         """
         # A fit that fails half-way (a callback's exception, Ctrl-C) must not leave
         # the new n_features_in_ beside the old network: put everything back.
-        before = self._fitted_state()
-        try:
+        with unchanged_on_failure(self):
             return self._fit(X, y)
-        except BaseException:
-            for name in self._fitted_state():
-                delattr(self, name)
-            for name, value in before.items():
-                setattr(self, name, value)
-            raise
 
     def _fit(self, X, y):
         device = check_device(self.device)
@@ -614,15 +604,6 @@ array-like of shape (n_seq, n_features)
         return tags
 
     # helpers -----------------------------------------------------------------------
-
-    def _fitted_state(self) -> dict:
-        """The attributes a fit sets: learned ``*_`` ones and a few private ones."""
-        return {
-            name: value
-            for name, value in vars(self).items()
-            if (name.endswith("_") and not name.startswith("__"))
-            or name in _PRIVATE_FITTED
-        }
 
     def _check_class_weight(self) -> None:
         """A dict ``class_weight`` names known labels with finite weights >= 0."""
