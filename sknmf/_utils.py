@@ -270,6 +270,46 @@ def unchanged_on_failure(estimator):
         raise
 
 
+def power_of_two_scale(peak: float, max_exponent: int, dtype) -> float:
+    """A power of two ``s`` bringing ``peak`` near one, or 1.0 if it is tame.
+
+    Dividing data by ``s`` is exact (it changes no digit), so an estimator can fit
+    data of any finite magnitude at a comfortable scale and return results in
+    the user's. ``peak`` is tame when its binary exponent is within
+    ``±max_exponent``. ``s`` and ``1 / s`` both stay finite in ``dtype``: data
+    at the dtype's largest values (whose exponent is one past the largest
+    finite power of two) and subnormal data are scaled as far as the dtype
+    allows.
+
+    Parameters
+    ----------
+    peak : float
+        The data's largest magnitude.
+    max_exponent : int
+        Largest binary exponent (either sign) left unscaled.
+    dtype : numpy dtype
+        The data's floating type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknmf._utils import power_of_two_scale
+    >>> power_of_two_scale(255.0, 32, np.float64)
+    1.0
+    >>> power_of_two_scale(1e300, 32, np.float64) == 2.0**997
+    True
+    >>> bool(np.isfinite(power_of_two_scale(np.finfo(np.float64).max, 32, np.float64)))
+    True
+    """
+    if peak == 0.0 or not np.isfinite(peak):
+        return 1.0
+    exponent = int(np.frexp(peak)[1])
+    if abs(exponent) <= max_exponent:
+        return 1.0
+    bound = np.finfo(dtype).maxexp - 1
+    return float(np.ldexp(1.0, min(max(exponent, -bound), bound)))
+
+
 def warn_unused_factors(W, H, stacklevel: int = 3) -> None:
     """scikit-learn's warning for ``W``/``H`` passed with an init that ignores them.
 

@@ -5,12 +5,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_info
 
 from sknmf import _utils
-from sknmf._utils import busy_cores_elsewhere, threads_for
+from sknmf._utils import busy_cores_elsewhere, power_of_two_scale, threads_for
 
 
 @pytest.fixture
@@ -84,3 +85,22 @@ def test_busy_cores_sees_a_process_burning_a_core():
     finally:
         burner.kill()
         burner.wait()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_of_two_scale_brings_any_finite_peak_near_one(dtype):
+    info = np.finfo(dtype)
+    for peak in (info.max, info.tiny / 8, 2.0**70, 2.0**-70, 3.0):
+        peak = float(dtype(peak))
+        s = power_of_two_scale(peak, 32, dtype)
+        # A power of two, finite with its inverse in the dtype (exact rescaling).
+        assert (
+            np.frexp(s)[0] == 0.5
+            and np.isfinite(dtype(s))
+            and np.isfinite(dtype(1 / s))
+        )
+        scaled = dtype(peak) / dtype(s)
+        assert np.isfinite(scaled) and scaled > 0
+        assert abs(np.frexp(scaled)[1]) <= 32
+    assert power_of_two_scale(0.0, 32, np.float64) == 1.0
+    assert power_of_two_scale(2.0**31, 32, np.float64) == 1.0

@@ -14,6 +14,7 @@ import torch
 from sklearn.utils.validation import check_array, check_non_negative
 
 from .._torch.sparse import CSRMatrix
+from .._utils import power_of_two_scale
 
 
 def check_custom_factors(W, H, X, ranks, device, online=False):
@@ -143,17 +144,7 @@ def safe_scale(X) -> float:
     (1.0, 1.3393857589828342e+300)
     """
     data = X.data if sp.issparse(X) else X
-    peak = float(np.max(data, initial=0.0))
-    if peak == 0.0 or not np.isfinite(peak):
-        return 1.0
-    exponent = int(np.frexp(peak)[1])
-    if abs(exponent) <= _SAFE_EXPONENT:
-        return 1.0
-    # Both the scale and its inverse in the dtype's range: data at the largest
-    # float64 values have exponent 1024 (2.0 ** 1024 is inf), subnormal data
-    # one whose inverse is.
-    bound = np.finfo(X.dtype).maxexp - 1
-    return float(np.ldexp(1.0, min(max(exponent, -bound), bound)))
+    return power_of_two_scale(float(np.max(data, initial=0.0)), _SAFE_EXPONENT, X.dtype)
 
 
 def scaled_tensor(X, scale: float, device):

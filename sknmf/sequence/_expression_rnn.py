@@ -42,6 +42,7 @@ from .._torch.rnn_net import BatchAccuracy
 from .._utils import (
     check_device,
     make_generator,
+    power_of_two_scale,
     seed_from_random_state,
     threads_for,
     unchanged_on_failure,
@@ -70,7 +71,7 @@ def _threads_for(work: int, device: torch.device):
 # a power of two first (exact: it changes no digit): squares of values beyond ~1e154
 # overflow float64 and values beyond ~3e38 overflow the network's float32. Inside
 # that range nothing is rescaled, so ordinary data gives bit-identical fits.
-_SAFE_MAGNITUDE = 2.0**60
+_SAFE_EXPONENT = 60
 
 
 _OPTIMIZERS = {
@@ -635,9 +636,7 @@ array-like of shape (n_seq, n_features)
     def _safe_frame_scale(frames: np.ndarray) -> float:
         """A power of two bringing the largest training magnitude near 1, or 1."""
         peak = float(np.max(np.abs(frames))) if frames.size else 0.0
-        if peak == 0.0 or 1.0 / _SAFE_MAGNITUDE <= peak <= _SAFE_MAGNITUDE:
-            return 1.0
-        return float(2.0 ** np.frexp(peak)[1])
+        return power_of_two_scale(peak, _SAFE_EXPONENT, frames.dtype)
 
     def _split(self, y_enc: np.ndarray, seed: int):
         """Rows to train on and rows held out (``None`` without a validation part)."""

@@ -486,8 +486,13 @@ def test_bad_class_weight_values_are_a_clear_error(bad):
 def test_float64_beyond_float32_range_gives_finite_scale_free_results():
     X, y = _order_task(n=40)
     X_test, _ = _order_task(n=20, seed=1)
+    # Peak magnitude 1, so that a factor can take the data to float64's largest
+    # values, where the power of two bringing them back near 1 is one past
+    # float64's range (2**1024) unless clamped.
+    peak = max(np.abs(X).max(), np.abs(X_test).max())
+    X, X_test = X / peak, X_test / peak
     reference = _small().fit(X, y)
-    for factor in (1e300, 1e-300, 2.0**100):
+    for factor in (1e300, 1e-300, 2.0**100, 0.99 * np.finfo(np.float64).max):
         huge = _small().fit(X * factor, y)
         proba = huge.predict_proba(X_test * factor)
         assert np.all(np.isfinite(proba))
