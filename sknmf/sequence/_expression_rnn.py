@@ -886,7 +886,7 @@ array-like of shape (n_seq, n_features)
         if fraction is None:
             return rows, None
         # Stratify where every class can give the validation part a sequence (as
-        # skorch's ValidSplit, which this replaces so the linear path sees the same
+        # skorch's ValidSplit, which this replaces so the path sees the same
         # training part).
         n_classes = len(self.classes_)
         counts = np.bincount(y_enc, minlength=n_classes)
