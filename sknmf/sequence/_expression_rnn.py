@@ -389,7 +389,7 @@ class ExpressionRNN(
     held-out fifth) matched that baseline (0.858); training the recurrence on top of
     the MLP path for as long as one held-out fifth's loss allowed gave the MLPs'
     gain back (0.854), hence the cross-validated choice, which may keep the path
-    alone. Onset versus offset: 0.982 (0.988 over data sets 3-7), against 0.905 for
+    alone. Onset versus offset: 0.982 (0.988 over data sets 3-12), against 0.905 for
     the linear model, which cannot see the order.
 
     Examples
