@@ -214,9 +214,14 @@ def test_balanced_class_weight_recovers_the_minority():
 
 def test_verbose_prints_per_epoch_table(capsys):
     X, y = _order_task(n=20)
-    _small(max_epochs=2, verbose=1).fit(X, y)
+    _small(max_epochs=2, verbose=1, early_stopping=False).fit(X, y)
     out = capsys.readouterr().out
     assert "train_loss" in out and "train_acc" in out
+    # The cross-validation reports its accuracy curve and its choice.
+    _small(max_epochs=2, verbose=1).fit(X, y)
+    assert (
+        "3-fold cross-validated accuracy after 0..2 epochs" in capsys.readouterr().out
+    )
 
 
 def test_history_and_early_stopping_with_validation_split():
@@ -325,7 +330,7 @@ def test_change_inputs_ignore_each_sequence_own_offset(fitted):
     np.testing.assert_allclose(
         clf.predict_proba(shifted), clf.predict_proba(X), atol=1e-5
     )
-    frames = _small(inputs="frames").fit(*_order_task())
+    frames = _small(inputs="frames", skip=False).fit(*_order_task())
     assert not np.allclose(frames.predict_proba(shifted), frames.predict_proba(X))
 
 
@@ -336,6 +341,19 @@ def test_motion_features_find_when_the_jump_happens():
     # 0.52-0.55 with inputs="frames", motion=False (the per-sequence levels hide it).
     clf = ExpressionRNN(hidden_size=16, max_epochs=30, random_state=0).fit(X, y)
     assert clf.score(X_test, y_test) >= 0.9
+    # The path (last minus first: the jump, in a random direction) cannot tell the
+    # classes apart; the cross-validation sees it and trains the recurrence.
+    assert clf.cv_accuracy_[0] < 0.7 and clf.n_iter_ > 0
+    assert clf.cv_accuracy_[clf.n_iter_] >= 0.9
+    assert len(clf.history_) == len(clf.cv_accuracy_) - 1
+    np.testing.assert_allclose(clf.history_[:, "valid_acc"], clf.cv_accuracy_[1:])
+    # The final network is a plain fit for the chosen number of epochs.
+    plain = ExpressionRNN(
+        hidden_size=16, max_epochs=clf.n_iter_, early_stopping=False, random_state=0
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        clf.predict_proba(X_test), plain.predict_proba(X_test), rtol=0, atol=1e-6
+    )
 
 
 def test_feature_standardisation_matches_the_change_statistics():
@@ -360,7 +378,7 @@ def test_weight_decay_and_early_stopping():
     X, y = _order_task(n=80)
     clf = _small(weight_decay=0.01, optimizer="adamw", max_epochs=2).fit(X, y)
     assert clf.net_.optimizer_.param_groups[0]["weight_decay"] == 0.01
-    stopped = _small(early_stopping=True, n_iter_no_change=2, max_epochs=200)
+    stopped = _small(early_stopping=True, n_iter_no_change=2, max_epochs=200, cv=None)
     stopped.fit(X, y)
     losses = stopped.history_[:, "valid_loss"]
     # The choosing run stopped `patience` epochs after its best epoch ...
@@ -372,7 +390,7 @@ def test_weight_decay_and_early_stopping():
     np.testing.assert_allclose(
         stopped.predict_proba(X), refit.predict_proba(X), rtol=0, atol=1e-6
     )
-    np.testing.assert_allclose(stopped.skip_coef_, refit.skip_coef_)
+    np.testing.assert_allclose(stopped.skip_mean_, refit.skip_mean_)
 
 
 def test_small_nets_leave_the_callers_thread_setting_alone():
@@ -406,10 +424,13 @@ def test_ctrl_c_stops_the_program_not_just_training():
     # must still reach the program.
     X, y = _order_task(n=20)
     with pytest.raises(KeyboardInterrupt):
-        _small(max_epochs=50, callbacks=[_sigint_at_epoch(2)]).fit(X, y)
+        _small(
+            max_epochs=50, early_stopping=False, callbacks=[_sigint_at_epoch(2)]
+        ).fit(X, y)
     # A callback's own stop (skorch's convention) is not an interrupt.
     model = _small(
         max_epochs=50,
+        early_stopping=False,
         callbacks=[EarlyStopping(monitor="train_loss", patience=1, threshold=10.0)],
     ).fit(X, y)
     assert model.n_iter_ < 50
@@ -437,7 +458,7 @@ def test_linear_path_is_scikit_learns_last_minus_first_logistic_regression():
     change = X[:, -1] - X[:, 0]
     y3 = np.array(["c", "a", "b"])[np.argmax(change, axis=1)]
     for y in (y3, np.where(change[:, 0] > 0, "up", "down")):
-        clf = _small(max_epochs=1, skip_C=0.5).fit(X, y)
+        clf = _small(max_epochs=1, skip_C=0.5, skip_hidden=None).fit(X, y)
         ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5)).fit(change, y)
         scaler, logistic = ref[0], ref[1]
         np.testing.assert_allclose(clf.skip_mean_, scaler.mean_, rtol=1e-10)
@@ -448,13 +469,13 @@ def test_linear_path_is_scikit_learns_last_minus_first_logistic_regression():
             intercept = np.r_[0.0, intercept]
         np.testing.assert_allclose(clf.skip_coef_, coef, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(clf.skip_intercept_, intercept, atol=1e-6)
-        # The network's fixed linear path holds those weights.
+        # The network adds the path's logits through a fixed identity.
         buffers = clf.net_.module_.state_dict()
-        np.testing.assert_allclose(buffers["skip_weight"], coef, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(buffers["skip_weight"], np.eye(len(coef)))
     # Ragged sequences: the linear path reads each one's own last and first frame.
     ragged = [rng.rand(n, 3) for n in (2, 5, 3, 4) * 10]
     labels = np.array([("a", "b")[int(s[-1, 1] > s[0, 1])] for s in ragged])
-    clf = _small(max_epochs=1).fit(ragged, labels)
+    clf = _small(max_epochs=1, skip_hidden=None).fit(ragged, labels)
     ragged_change = np.array([s[-1] - s[0] for s in ragged])
     np.testing.assert_allclose(clf.skip_mean_, ragged_change.mean(axis=0))
 
@@ -521,7 +542,7 @@ def _boom():
 
 def test_failed_refit_leaves_the_previous_model_intact():
     X, y = _order_task(n=30)
-    clf = _small(max_epochs=3).fit(X, y)
+    clf = _small(max_epochs=3, early_stopping=False).fit(X, y)
     before = {k: v for k, v in vars(clf).items() if k.endswith("_")}
     proba = clf.predict_proba(X)
     rng = np.random.RandomState(1)
@@ -539,9 +560,100 @@ def test_failed_refit_leaves_the_previous_model_intact():
     # A failed first fit leaves the estimator unfitted.
     from sklearn.exceptions import NotFittedError
 
-    fresh = _small(callbacks=[_boom()])
+    fresh = _small(early_stopping=False, callbacks=[_boom()])
     with pytest.raises(RuntimeError, match="boom"):
         fresh.fit(X, y)
     assert not [k for k in vars(fresh) if k.endswith("_")]
     with pytest.raises(NotFittedError):
         fresh.predict(X)
+
+
+def test_one_standard_error_rule_by_hand():
+    from sknmf.sequence._expression_rnn import fewest_epochs_within_one_se
+
+    n = 100
+    correct = np.zeros((4, n))
+    correct[0, :80] = 1  # 0.80
+    correct[1, :90] = 1  # 0.90
+    correct[2, :88] = correct[2, 90:94] = 1  # 0.92, the best: 4 won, 2 lost over 1
+    correct[3, :85] = 1
+    ones = np.ones(n)
+    # Over epoch 0 the best gains 0.12 per sequence, se = std(d, ddof=1) / 10 = 0.033:
+    # a real gain. Over epoch 1 it gains 0.02, se 0.025: within the noise.
+    epochs, accuracy = fewest_epochs_within_one_se(correct, ones)
+    assert epochs == 1
+    np.testing.assert_allclose(accuracy, [0.80, 0.90, 0.92, 0.85])
+    # By hand: the paired standard error of epoch 2 over epoch 1.
+    d = correct[2] - correct[1]
+    np.testing.assert_allclose(
+        [d.mean(), d.std(ddof=1) / 10], [0.02, 0.0245], atol=5e-4
+    )
+    # A clear gain is kept; equal accuracies keep the fewest epochs.
+    assert fewest_epochs_within_one_se(correct[[0, 2]], ones)[0] == 1
+    assert fewest_epochs_within_one_se(correct[[1, 1, 1]], ones)[0] == 0
+    assert fewest_epochs_within_one_se(correct[[0, 0, 2]], ones, first=1)[0] == 2
+    # Weights: only the sequences of weight 0 differ, so epoch 0 is as good.
+    w = np.r_[np.ones(80), np.zeros(20)]
+    assert fewest_epochs_within_one_se(correct, w)[0] == 0
+
+
+def _separable_task(n=60, seed=0):
+    """The last-minus-first change of feature 0 is +-(0.5..1.5): the path alone."""
+    rng = np.random.RandomState(seed)
+    X = rng.rand(n, 4, 3)
+    up = rng.rand(n) < 0.5
+    X[:, -1, 0] = X[:, 0, 0] + np.where(up, 1, -1) * (0.5 + rng.rand(n))
+    return X, np.where(up, "up", "down")
+
+
+def test_path_alone_is_scikit_learns_mlp_ensemble():
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _separable_task()
+    X_test, _ = _separable_task(seed=1)
+    clf = _small(skip_C=0.5, skip_n_inits=2).fit(X, y)
+    # The path is perfect on every held-out fold: no epoch can beat it.
+    assert clf.cv_accuracy_[0] == 1.0 and clf.n_iter_ == 0
+    change = X[:, -1] - X[:, 0]
+    scaler = StandardScaler().fit(change)
+    np.testing.assert_allclose(clf.skip_mean_, scaler.mean_, rtol=1e-10)
+    proba = 0.0
+    for model in clf.skip_estimators_:
+        ref = MLPClassifier(
+            (64,), alpha=2.0, max_iter=2000, random_state=model.random_state
+        ).fit(scaler.transform(change), np.searchsorted(clf.classes_, y))
+        proba = proba + ref.predict_proba(
+            scaler.transform(X_test[:, -1] - X_test[:, 0])
+        )
+    # Zero epochs: the untrained read-out adds nothing to the path's log-probabilities.
+    np.testing.assert_allclose(clf.predict_proba(X_test), proba / 2, rtol=0, atol=1e-6)
+    assert len({m.random_state for m in clf.skip_estimators_}) == 2
+    # Class weights reach the MLPs as sample weights.
+    weighted = _small(skip_n_inits=1, class_weight={"up": 3.0, "down": 1.0}).fit(X, y)
+    (model,) = weighted.skip_estimators_
+    ref = MLPClassifier(
+        (64,), alpha=1.0, max_iter=2000, random_state=model.random_state
+    ).fit(
+        scaler.transform(change),
+        np.searchsorted(clf.classes_, y),
+        sample_weight=np.where(y == "up", 3.0, 1.0),
+    )
+    for a, b in zip(model.coefs_, ref.coefs_, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"skip_hidden": 0}, "skip_hidden"),
+        ({"skip_hidden": 2.5}, "skip_hidden"),
+        ({"skip_n_inits": 0}, "skip_n_inits"),
+        ({"cv": 1}, "'cv'"),
+        ({"skip_C": 0.0}, "skip_C"),
+    ],
+)
+def test_bad_path_and_cv_parameters_are_clear_errors(params, match):
+    X, y = _order_task(n=20)
+    with pytest.raises(ValueError, match=match):
+        _small(**params).fit(X, y)
