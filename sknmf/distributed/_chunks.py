@@ -127,6 +127,7 @@ def _step(x, chunk, spec, w, layers, first):
     state["reg"] = spec.reg_of(x["n"])
     with torch.no_grad():
         if first:
+            state.update(w.shared)
             solver.update_codes(T, Ws, Hs, state)
             stats = {}
         else:
@@ -299,10 +300,12 @@ def pick(chunk: dict, key: str):
 
 
 class Weights:
-    """The weights broadcast to the workers once per update (on the CPU)."""
+    """The weights broadcast to the workers once per update (on the CPU), with
+    the client's values of the solver's ``shared_state``."""
 
-    def __init__(self, Hs):
+    def __init__(self, Hs, shared: dict | None = None):
         self.Hs = [H.detach().cpu() for H in Hs]
+        self.shared = dict(shared or {})
 
 
 class StageSpec:

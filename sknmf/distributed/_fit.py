@@ -144,7 +144,12 @@ class StageDriver:
                 stats = tree_sum(cluster, codes).result()
             rows.codes = codes
             solver.update_weights(layers, stats, self.Hs, self.client_state)
-            w = self.w = cluster.broadcast(self.Hs)
+            shared = {
+                k: self.client_state[k]
+                for k in solver.shared_state
+                if k in self.client_state
+            }
+            w = self.w = cluster.broadcast(self.Hs, shared)
         # The loss of this iteration and the next one's first phase in one
         # trip, both summed by one reduction: one wait per iteration.
         codes = [

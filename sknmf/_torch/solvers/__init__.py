@@ -49,6 +49,11 @@ class Solver:
     #: Epochs between two checks of the stopping rule when only codes move
     #: (``transform``). scikit-learn checks every 10 iterations.
     codes_check_every: ClassVar[int] = 10
+    #: Keys of the state that :meth:`update_weights` sets and every block's
+    #: :meth:`update_codes` reads (e.g. deep HALS's extrapolation step). In
+    #: memory the state is one dict; a distributed fit ships these values
+    #: with the weights.
+    shared_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, problem: Problem, **options):
         # Options of other solvers (e.g. Adam's ``lr``) do not concern this one.

@@ -193,6 +193,7 @@ class DeepHALSSolver(Solver):
     """
 
     name: ClassVar[str] = "deep_hals"
+    shared_state: ClassVar[tuple[str, ...]] = ("extrapolation_step",)
 
     @classmethod
     def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
