@@ -125,3 +125,30 @@ def test_dask_fit_evaluates_the_loss_only_where_it_is_read(monkeypatch):
     np.testing.assert_allclose(
         dist.history_[-1, "error"], local.history_[-1, "error"], rtol=1e-6
     )
+
+
+def test_sparse_chunks_hals_fit_like_in_memory():
+    # HALS on CSR chunks of very different densities: the codes' sweep budget
+    # reads the nonzeros of the whole matrix (handed to every chunk) and the
+    # sweep counts are decided on the first 1024 rows (hals._sample_columns),
+    # which Dask's rechunk gathers from chunks 0-2 into one chunk.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(4)
+    density = np.repeat([0.05, 0.6, 0.2, 0.9], 400)[:, None]
+    dense = rng.random((1600, 60)) * (rng.random((1600, 60)) < density)
+    Xs = sp.csr_matrix(dense)
+    Xd = da.from_array(dense, chunks=(400, 60)).map_blocks(sp.csr_matrix)
+    W = rng.random((1600, 4)) + 0.1
+    H = rng.random((4, 60)) + 0.1
+    params = dict(n_components=4, init="custom", solver="hals", max_iter=20, tol=0)
+    local = DeepNMF(**params).fit(Xs, W=W, H=H)
+    dist = DeepNMF(**params).fit(Xd, W=W, H=H)
+    np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
+    np.testing.assert_allclose(
+        dist.reconstruction_err_, local.reconstruction_err_, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(dist.history_[:, "train_loss"], dtype=float),
+        np.asarray(local.history_[:, "train_loss"], dtype=float),
+        rtol=1e-6,
+    )
