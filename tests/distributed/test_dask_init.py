@@ -152,3 +152,22 @@ def test_sparse_chunks_hals_fit_like_in_memory():
         np.asarray(local.history_[:, "train_loss"], dtype=float),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    "chunks, rows, expected",
+    [
+        ((184,) * 8, 1024, (1024, 80, 184, 184)),  # leading chunks merged, one split
+        ((1024,) + (64,) * 7, 1024, (1024,) + (64,) * 7),  # already so
+        ((3000, 1000), 1024, (1024, 1976, 1000)),  # the first chunk split
+        ((184,) * 8, 5000, (1472,)),  # fewer rows than the sample: one chunk
+        ((184,) * 8, 0, (184,) * 8),  # no shared decision: the user's chunks
+    ],
+)
+def test_sample_first_puts_the_leading_rows_in_chunk_0(chunks, rows, expected):
+    from sknmf.distributed._fit import sample_first
+
+    X = np.arange(sum(chunks) * 3, dtype=float).reshape(-1, 3)
+    Xs = sample_first(da.from_array(X, chunks=(chunks, 3)), rows)
+    assert Xs.chunks[0] == expected
+    np.testing.assert_array_equal(Xs.compute(), X)
