@@ -13,7 +13,8 @@ has a closed-form block coordinate update for every factor:
   cross term ``W(l-1) Hlᵀ + (λ_(l+1)/λ_l) W(l+1) H(l+1)``: the W block of
   accelerated HALS (:mod:`.hals`, the same scaled system and column sweeps,
   several cheap sweeps per expensive product). The deepest code is one-layer
-  HALS. Row-local.
+  HALS. Row-local but for one shared decision per layer: the number of
+  sweeps, decided on the leading rows (``hals._sweeps``).
 - **weights** ``Hl`` from ``C = Wlᵀ W(l-1)`` and ``D = Wlᵀ Wl`` (sums over
   rows, so they add up over blocks). Row ``t`` of ``Hl`` is minimised exactly
   with the others fixed: the minimiser of the row's quadratic on the simplex
@@ -64,6 +65,7 @@ from .hals import (
     _is_sparse,
     _n_inner,
     _nnz,
+    _sample_columns,
     _scaled_system,
     _sweeps,
     _wt_x,
@@ -193,7 +195,7 @@ class DeepHALSSolver(Solver):
     """
 
     name: ClassVar[str] = "deep_hals"
-    shared_state: ClassVar[tuple[str, ...]] = ("extrapolation_step",)
+    client_state_keys: ClassVar[tuple[str, ...]] = ("extrapolation_step",)
 
     @classmethod
     def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
@@ -226,6 +228,10 @@ class DeepHALSSolver(Solver):
             state["previous_iterate"] = None
         return state
 
+    def codes_sample_rows(self, ranks) -> int:
+        # Every layer's sweep count is decided on its own sample (hals._sweeps).
+        return max(_sample_columns(r) for r in ranks)
+
     def codes_layout(self, W):
         # Column-major codes: each component a contiguous row of W.T (hals.py).
         return W.T.contiguous().T
@@ -235,6 +241,11 @@ class DeepHALSSolver(Solver):
         reg = self.reg(state)
         L = len(Ws)
         Hs = self._extrapolate(Ws, Hs, state)
+        # Layer by layer, each layer's sweep count is decided on the sample
+        # rows (hals._sweeps) after the layers before it have moved, or given.
+        given = state.get("given_decision")
+        shape = state.get("data_shape")
+        counts = []
         for l in range(L):
             lam = p.weights[l]
             target = X if l == 0 else Ws[l - 1]
@@ -257,10 +268,19 @@ class DeepHALSSolver(Solver):
             Rs = _buffer(state["workspace"][l], "Rs", (k, n), Wt)
             Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
             del R
-            sparse = _is_sparse(target)
-            _sweeps(Wt, Gs, Rs, _n_inner(_nnz(target), n, target.shape[1], k, sparse))
+            if given is not None:
+                counts.append(_sweeps(Wt, Gs, Rs, given[l], early_stop=False))
+            else:
+                sparse = _is_sparse(target)
+                nnz, rows = (_nnz(target), n) if shape is None else shape
+                if l > 0:
+                    # The codes above are dense: every entry is stored.
+                    nnz = rows * target.shape[1]
+                budget = _n_inner(nnz, rows, target.shape[1], k, sparse)
+                counts.append(_sweeps(Wt, Gs, Rs, budget))
             if copied:
                 Ws[l].copy_(Wt.T)
+        state["codes_decision"] = counts
 
     def _extrapolate(self, Ws, Hs, state) -> list:
         """Move the codes (in place) and the weights (returned) along the last
