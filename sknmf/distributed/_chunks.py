@@ -6,7 +6,9 @@ and its number of rows ``n``), loaded once; and the chunk's ``codes`` state:
 ``W`` (the codes of every layer trained so far), the solver's per-stage
 ``state``, ``stats`` (the statistics of the current iteration, which the
 solver's loss reuses) and ``out`` (what the client collects: statistics to
-sum). Tasks take both, so the cluster runs them where the data lies.
+sum). Tasks take both, so the cluster runs them where the data lies. A codes
+step's shared decision (the solver protocol's ``codes_decision``) made on the
+sample chunk is handed to the others' tasks as ``given``.
 
 Every function here is a task of :mod:`sknmf.distributed._fit`: module-level
 (picklable), pure (it returns a new dict and never modifies its inputs, so a
@@ -88,8 +90,13 @@ def shape_info(x: dict, chunk: dict, l: int) -> dict:
     return {"n": T.shape[0], "nnz": nnz, "sum": total, "sparse": sparse}
 
 
-def start(x: dict, chunk: dict, spec, w) -> dict:
-    """The stage's per-chunk solver state (``spec`` says which layers train)."""
+def start(x: dict, chunk: dict, spec, w, facts: dict | None = None) -> dict:
+    """The stage's per-chunk solver state (``spec`` says which layers train).
+
+    ``facts`` are state entries of the whole target that the solver would
+    otherwise take from the chunk (``data_shape``: the solver protocol's
+    :meth:`~sknmf._torch.solvers.Solver.codes_sample_rows`).
+    """
     out = dict(chunk)
     W = list(chunk["W"])
     Ws = [spec.solver.codes_layout(W[l]) for l in spec.layers]
@@ -97,37 +104,47 @@ def start(x: dict, chunk: dict, spec, w) -> dict:
         W[l] = Wl
     out["W"] = W
     T = target_of(x, chunk, spec.layers[0])
-    out["state"] = spec.solver.start(T, Ws, spec.weights(w), update_H=True)
+    state = spec.solver.start(T, Ws, spec.weights(w), update_H=True)
+    state.update(facts or {})
+    out["state"] = state
     out["stats"] = {}
     out.pop("out", None)
     return out
 
 
-def codes_and_statistics(x: dict, chunk: dict, spec, w, layers: list, first: bool):
+def codes_and_statistics(
+    x: dict, chunk: dict, spec, w, layers: list, first: bool, given=None
+):
     """One weight phase of an iteration on the chunk.
 
     ``first``: the codes of the stage's layers are updated (row-local) before
     the statistics of ``layers`` are taken; later phases take statistics only.
     The statistics land in ``out`` for the reduction and in ``stats`` for the
-    chunk's own loss.
+    chunk's own loss. ``given`` is the codes step's shared decision made on
+    the sample chunk (None: this chunk decides; its decision lands in
+    ``decision``).
     """
     chunk = _committed(chunk)
     out = dict(chunk)
-    W, stats, s = _step(x, chunk, spec, w, layers, first)
-    out.update(W=W, stats=stats, out=s)
+    W, stats, s, decision = _step(x, chunk, spec, w, layers, first, given)
+    out.update(W=W, stats=stats, out=s, decision=decision)
     return out
 
 
-def _step(x, chunk, spec, w, layers, first):
+def _step(x, chunk, spec, w, layers, first, given=None):
     solver = spec.solver
     T = target_of(x, chunk, spec.layers[0])
     Ws = [chunk["W"][l].clone() for l in spec.layers]
     Hs = spec.weights(w)
     state = chunk["state"]
     state["reg"] = spec.reg_of(x["n"])
+    decision = None
     with torch.no_grad():
         if first:
+            state.update(w.client_state)
+            state["given_decision"] = given
             solver.update_codes(T, Ws, Hs, state)
+            decision = state.pop("codes_decision", None)
             stats = {}
         else:
             stats = dict(chunk["stats"])
@@ -137,7 +154,7 @@ def _step(x, chunk, spec, w, layers, first):
     for l, Wl in zip(spec.layers, Ws):
         W[l] = Wl
     # What travels is on the CPU: the client may have no GPU.
-    return W, stats, _cpu(s)
+    return W, stats, _cpu(s), decision
 
 
 def _cpu(stats):
@@ -157,7 +174,7 @@ def _committed(chunk: dict) -> dict:
 
 
 def loss_and_next(
-    x: dict, chunk: dict, spec, w, layers: list, need_loss: bool = True
+    x: dict, chunk: dict, spec, w, layers: list, need_loss: bool = True, given=None
 ) -> dict:
     """The chunk's loss after this iteration (None unless ``need_loss``), and
     the next iteration's first phase computed ahead (one trip to the workers
@@ -165,12 +182,13 @@ def loss_and_next(
 
     The codes ahead stay aside (``ahead``) until the next iteration takes
     them, so a stage that stops here keeps the codes of its last weights.
-    ``out`` holds the loss and the statistics ahead.
+    ``out`` holds the loss and the statistics ahead; ``given`` and
+    ``decision`` as in :func:`codes_and_statistics`.
     """
     chunk = _committed(chunk)
     out = dict(chunk)
     value = loss(x, chunk, spec, w) if need_loss else None
-    W, stats, s = _step(x, chunk, spec, w, layers, True)
+    W, stats, s, out["decision"] = _step(x, chunk, spec, w, layers, True, given)
     out["ahead"] = (W, stats)
     # Both add up over chunks: one reduction brings the loss and the next
     # iteration's statistics to the client.
@@ -205,7 +223,7 @@ def objective_of(x: dict, chunk: dict, spec, w) -> tuple[float, list]:
 
 def finish(x: dict, chunk: dict) -> dict:
     """The chunk without the stage's state and statistics."""
-    drop = ("state", "stats", "out", "ahead", "loss")
+    drop = ("state", "stats", "out", "ahead", "loss", "decision")
     return {k: v for k, v in chunk.items() if k not in drop}
 
 
@@ -299,10 +317,12 @@ def pick(chunk: dict, key: str):
 
 
 class Weights:
-    """The weights broadcast to the workers once per update (on the CPU)."""
+    """The weights broadcast to the workers once per update (on the CPU), with
+    the values of the client's state named by the solver's ``client_state_keys``."""
 
-    def __init__(self, Hs):
+    def __init__(self, Hs, client_state: dict | None = None):
         self.Hs = [H.detach().cpu() for H in Hs]
+        self.client_state = dict(client_state or {})
 
 
 class StageSpec:

@@ -52,8 +52,8 @@ class Cluster:
             return _Done(fn(*[a.value if isinstance(a, _Done) else a for a in args]))
         return self.client.submit(fn, *args, pure=False)
 
-    def broadcast(self, Hs):
-        w = _chunks.Weights(Hs)
+    def broadcast(self, Hs, client_state: dict | None = None):
+        w = _chunks.Weights(Hs, client_state)
         if self.client is None:
             return _Done(w)
         # Scattered to one worker; the others fetch them from it (dask's

@@ -4,9 +4,11 @@ Each chunk of X is encoded by the in-memory encoder (:func:`sknmf._torch.stages.
 with the fitted weights, which enter the graph once as one key that every chunk's
 task depends on (shipped once to each worker that needs it). Nothing runs
 until the result is computed; the result is a Dask array chunked like X by rows.
-Codes are row-local, so a chunk's codes are those the in-memory ``transform``
-gives for that chunk's rows (the stopping rule, like the in-memory one, looks
-at the rows it encodes: here a chunk's).
+A chunk's codes are those the in-memory ``transform`` gives for that chunk's
+rows: the stopping rule, like the in-memory one, looks at the rows it encodes
+(here a chunk's), and so does a solver's shared decision (HALS's sweep counts,
+decided on the chunk's leading rows), so they differ from the rows' codes in
+a ``transform`` of the whole array at the level of the encoding's tolerance.
 """
 
 from __future__ import annotations

@@ -10,6 +10,14 @@ package's one skorch loop, so the history, progress bar, callbacks and the
 tolerance stop work as in memory. The client holds the weights and
 statistics (``O(k · n_features)``), never anything ``n_samples``-sized.
 
+A solver whose codes step makes a shared decision (HALS's sweep counts:
+:meth:`~sknmf._torch.solvers.Solver.codes_sample_rows`) makes it on chunk 0,
+which holds exactly the leading rows it is made on (:func:`sample_first`), with
+the whole target's size; every other chunk's codes task takes that decision
+as an argument (a dependency between tasks on the cluster). So each chunk
+takes the steps of the in-memory fit, and a fit from the same factors equals
+it up to the summation order of the statistics.
+
 A worker lost mid-fit loses the codes of its chunks; they are recomputed from
 X's chunk (which the cluster recomputes from X's graph) and the current
 weights (:func:`~._chunks.rebuild`), and the iteration is run again.
@@ -54,17 +62,22 @@ class ChunkedRows:
 
     ``xs[i]`` is the future of chunk ``i``'s data, ``codes[i]`` that of its
     codes; ``shape`` is the array's. ``len`` is the number of rows (skorch
-    counts a batch by it).
+    counts a batch by it). ``sample_rows``: chunk 0 holds exactly the
+    first ``sample_rows`` rows (all rows when there are fewer), on which the
+    solvers' shared decisions are made (:func:`sample_first`).
     """
 
     device = torch.device("cpu")
 
-    def __init__(self, cluster: Cluster, xs: list, shape: tuple, dtype):
+    def __init__(
+        self, cluster: Cluster, xs: list, shape: tuple, dtype, sample_rows: int = 0
+    ):
         self.cluster = cluster
         self.xs = xs
         self.codes = [None] * len(xs)
         self.shape = shape
         self.dtype = dtype
+        self.sample_rows = sample_rows
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -105,7 +118,16 @@ class StageDriver:
         self.client_state = spec.solver.start(None, [], list(self.Hs), update_H=True)
         self.client_state["products_shape"] = (info["nnz"], info["n"], info["sparse"])
         self.client_state["reg"] = spec.reg
-        rows.codes = rows.map(_chunks.start, spec, w)
+        # A codes step with a shared decision (HALS's sweep counts) decides it
+        # on the sample chunk, chunk 0 (load_rows), with the budget of the
+        # whole target; the other chunks follow (_submit_codes).
+        self.facts = {"data_shape": (info["nnz"], info["n"])}
+        ranks = [H.shape[0] for H in self.Hs]
+        self.shared = (
+            len(rows.xs) > 1
+            and 0 < spec.solver.codes_sample_rows(ranks) <= rows.sample_rows
+        )
+        rows.codes = rows.map(_chunks.start, spec, w, self.facts)
         self.w, self.ahead = w, None
         _, terms = rows.total(_chunks.objective_of, spec, w)
         return error_of(spec.solver.problem.weights, terms)
@@ -134,28 +156,47 @@ class StageDriver:
         for i, layers in enumerate(phases):
             if i == 0 and self.ahead is not None:
                 codes, stats = self.ahead
+            elif i == 0:
+                codes = self._submit_codes(
+                    _chunks.codes_and_statistics, spec, w, layers, True
+                )
+                stats = tree_sum(cluster, codes).result()
             else:
-                codes = [
-                    cluster.submit(
-                        _chunks.codes_and_statistics, x, c, spec, w, layers, i == 0
-                    )
-                    for x, c in zip(rows.xs, rows.codes)
-                ]
+                codes = rows.map(_chunks.codes_and_statistics, spec, w, layers, False)
                 stats = tree_sum(cluster, codes).result()
             rows.codes = codes
             solver.update_weights(layers, stats, self.Hs, self.client_state)
-            w = self.w = cluster.broadcast(self.Hs)
+            sent = {
+                k: self.client_state[k]
+                for k in solver.client_state_keys
+                if k in self.client_state
+            }
+            w = self.w = cluster.broadcast(self.Hs, sent)
         # The loss of this iteration and the next one's first phase in one
         # trip, both summed by one reduction: one wait per iteration.
-        codes = [
-            cluster.submit(_chunks.loss_and_next, x, c, spec, w, phases[0], need_loss)
-            for x, c in zip(rows.xs, rows.codes)
-        ]
+        codes = self._submit_codes(_chunks.loss_and_next, spec, w, phases[0], need_loss)
         self.ahead = None
         rows.codes = codes
         both = tree_sum(cluster, codes).result()
         self.ahead = (codes, both["stats"])
         return both["loss"] if need_loss else (None, None)
+
+    def _submit_codes(self, fn, *args) -> list:
+        """``fn(x_i, codes_i, *args, given)`` on every chunk, a codes step.
+
+        With a shared decision, the sample chunk's task decides it and every
+        other chunk's task takes it as an argument: a dependency between
+        tasks on the cluster, not a wait on the client.
+        """
+        rows, cluster = self.rows, self.rows.cluster
+        if not self.shared:
+            return rows.map(fn, *args)
+        first = cluster.submit(fn, rows.xs[0], rows.codes[0], *args, None)
+        given = cluster.submit(_chunks.pick, first, "decision")
+        return [first] + [
+            cluster.submit(fn, x, c, *args, given)
+            for x, c in zip(rows.xs[1:], rows.codes[1:])
+        ]
 
     def _recover(self) -> None:
         """Recompute the codes of the chunks a lost worker held."""
@@ -171,7 +212,7 @@ class StageDriver:
                 _chunks.rebuild, rows.xs[i], w_all, self.layer_solvers, REBUILD_SWEEPS
             )
             rows.codes[i] = rows.cluster.submit(
-                _chunks.start, rows.xs[i], fresh, self.spec, w
+                _chunks.start, rows.xs[i], fresh, self.spec, w, self.facts
             )
 
 
@@ -285,8 +326,47 @@ def check_array(X, est, *, reset: bool):
     return X
 
 
-def load_rows(X, cluster: Cluster, device, check_zeros: bool) -> ChunkedRows:
-    """Load every chunk onto the cluster (checked there); the client reads nothing."""
+def sample_first(X, rows: int):
+    """``X`` whose first chunk holds exactly its first ``rows`` rows.
+
+    The chunk that holds them is split, or the leading chunks merged (lazily:
+    Dask's rechunk, computed on the workers); the other chunks are the
+    user's. ``rows=0`` leaves ``X`` as it is.
+    """
+    n = X.shape[0]
+    rows = min(rows, n)
+    if rows <= 0 or X.chunks[0][0] == rows:
+        return X
+    new, start = [rows], 0
+    for size in X.chunks[0]:
+        end = start + size
+        if end > max(start, rows):
+            new.append(end - max(start, rows))
+        start = end
+    return X.rechunk({0: tuple(new)})
+
+
+def sample_rows_of(est, problem: Problem, ranks, pre: int) -> int:
+    """The most leading rows any stage's codes step decides on (0: none)."""
+    rows, L = 0, len(ranks)
+    if pre > 0:
+        name = est._pretrain_solver(est.solver, pre, problem, False)
+        for l in range(L):
+            solver = make_solver(name, problem.layer(l), batched=False, lr=est.lr)
+            rows = max(rows, solver.codes_sample_rows([ranks[l]]))
+    if L > 1:
+        solver = make_solver(est.solver, problem, batched=False, lr=est.lr)
+        rows = max(rows, solver.codes_sample_rows(list(ranks)))
+    return rows
+
+
+def load_rows(
+    X, cluster: Cluster, device, check_zeros: bool, sample_rows: int = 0
+) -> ChunkedRows:
+    """Load every chunk onto the cluster (checked there); the client reads nothing.
+
+    ``X`` must already start with its sample chunk (:func:`sample_first`).
+    """
     from dask import delayed
 
     parts = X.to_delayed().ravel()
@@ -295,7 +375,7 @@ def load_rows(X, cluster: Cluster, device, check_zeros: bool) -> ChunkedRows:
         for p in parts
     ]
     xs = cluster.compute(tasks)
-    return ChunkedRows(cluster, xs, X.shape, X.dtype)
+    return ChunkedRows(cluster, xs, X.shape, X.dtype, sample_rows)
 
 
 def fit(est, X, W=None, H=None):
@@ -321,17 +401,20 @@ def fit(est, X, W=None, H=None):
     )
     problem = Problem(beta, est.loss, [1.0] * L, reg)
     est._check_solver_options(problem, False)
-    cluster = Cluster(current_client())
-    rows = load_rows(X, cluster, device, beta <= 0)
-    custom = None
-    if est.init == "custom":
-        custom = custom_codes(W, H, X, ranks, rows, str(device))
-    else:
-        warn_unused_factors(W, H, stacklevel=3)
-
     epochs = est.max_epochs if est.max_epochs is not None else est.max_iter
     pre = est.pretrain_max_iter if L > 1 else None
     pre = epochs if pre is None else pre
+    cluster = Cluster(current_client())
+    # The rows on which a codes step's shared decision is made form chunk 0.
+    sample = sample_rows_of(est, problem, ranks, pre)
+    Xs = sample_first(X, sample)
+    rows = load_rows(Xs, cluster, device, beta <= 0, min(sample, n_samples))
+    custom = None
+    if est.init == "custom":
+        custom = custom_codes(W, H, Xs, ranks, rows, str(device))
+    else:
+        warn_unused_factors(W, H, stacklevel=3)
+
     layer_solvers = [
         make_solver(est.solver, problem.layer(l), batched=False) for l in range(L)
     ]

@@ -134,15 +134,71 @@ def test_deep_kl_layer_loss_close_to_in_memory(client, X):
         np.testing.assert_allclose(b, a, atol=1e-2 * np.abs(a).max())
 
 
-def test_hals_close_to_in_memory(client, X):
-    # HALS picks its number of inner sweeps from the block's shape and stops a
-    # block's sweeps early: per chunk that differs from one in-memory block,
-    # so the fits agree in quality, not bit for bit.
-    W, H = _custom(6)
-    params = dict(n_components=6, init="custom", solver="hals", max_iter=40, tol=0)
+# HALS decides its codes' sweep counts on the first rows of the data (1024
+# here: hals._sample_columns), so its data must have more rows than that for
+# 8 chunks to matter; rows of very different scales make chunks that decided
+# on their own take other steps.
+N_HALS = 1024 + 7 * 64
+
+
+def _hals_data():
+    rng = np.random.default_rng(2)
+    return rng.random((N_HALS, P)) * rng.random((N_HALS, 1)) ** 3 + 0.01
+
+
+@pytest.mark.parametrize(
+    "ranks, chunks",
+    [
+        (6, N_HALS // 8),  # the sample's rows merged from chunks 0-5 and split
+        ((8, 5, 3), N_HALS // 8),
+        ((8, 5, 3), (1024,) + (64,) * 7),  # chunk 0 is the sample: 8 chunks run
+    ],
+)
+def test_hals_fit_equals_in_memory_fit(client, ranks, chunks):
+    # The default Frobenius solver: HALS (pretraining of every layer) and deep
+    # HALS (fine-tuning). Each codes step's sweep counts are decided on the
+    # sample chunk with the whole data's budget and followed by the other
+    # chunks, so every chunk takes the in-memory steps: equal up to the
+    # summation order of the statistics summed over chunks (1e-6, as MU).
+    X = _hals_data()
+    rng = np.random.default_rng(3)
+    rr = [ranks] if isinstance(ranks, int) else list(ranks)
+    W = [rng.random((N_HALS, r)) + 0.1 for r in rr]
+    H = [rng.random((r, w)) + 0.1 for r, w in zip(rr, [P, *rr[:-1]])]
+    if isinstance(ranks, int):
+        W, H = W[0], H[0]
+    # One layer stops on the tolerance (after 20 iterations); the deep fit is
+    # cut at 40 of its ~230 (a slow test already).
+    max_iter = 300 if isinstance(ranks, int) else 40
+    params = dict(
+        n_components=ranks,
+        init="custom",
+        max_iter=max_iter,
+        tol=1e-3,
+        alpha_W=0.001,
+        alpha_H=0.002,
+        l1_ratio=0.5,
+    )
+    if not isinstance(ranks, int):
+        params["pretrain_max_iter"] = 10
     local = DeepNMF(**params).fit(X, W=W, H=H)
-    dist = DeepNMF(**params).fit(_chunked(X), W=W, H=H)
-    assert abs(dist.reconstruction_err_ / local.reconstruction_err_ - 1) < 0.01
+    dist = DeepNMF(**params).fit(da.from_array(X, chunks=(chunks, P)), W=W, H=H)
+    assert dist.n_iter_ == local.n_iter_
+    assert isinstance(ranks, tuple) or local.n_iter_ < max_iter  # tol acted
+    for a, b in zip(local.layer_components_, dist.layer_components_):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+    np.testing.assert_allclose(
+        dist.reconstruction_err_, local.reconstruction_err_, rtol=1e-6
+    )
+    np.testing.assert_allclose(dist.layer_errors_, local.layer_errors_, rtol=1e-6)
+    for h_dist, h_local in [(dist.history_, local.history_)] + list(
+        zip(dist.pretrain_histories_, local.pretrain_histories_)
+    ):
+        np.testing.assert_allclose(
+            np.asarray(h_dist[:, "train_loss"], dtype=float),
+            np.asarray(h_local[:, "train_loss"], dtype=float),
+            rtol=1e-6,
+        )
 
 
 class _StopAt(Callback):

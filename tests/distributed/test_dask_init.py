@@ -125,3 +125,49 @@ def test_dask_fit_evaluates_the_loss_only_where_it_is_read(monkeypatch):
     np.testing.assert_allclose(
         dist.history_[-1, "error"], local.history_[-1, "error"], rtol=1e-6
     )
+
+
+def test_sparse_chunks_hals_fit_like_in_memory():
+    # HALS on CSR chunks of very different densities: the codes' sweep budget
+    # reads the nonzeros of the whole matrix (handed to every chunk) and the
+    # sweep counts are decided on the first 1024 rows (hals._sample_columns),
+    # which Dask's rechunk gathers from chunks 0-2 into one chunk.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(4)
+    density = np.repeat([0.05, 0.6, 0.2, 0.9], 400)[:, None]
+    dense = rng.random((1600, 60)) * (rng.random((1600, 60)) < density)
+    Xs = sp.csr_matrix(dense)
+    Xd = da.from_array(dense, chunks=(400, 60)).map_blocks(sp.csr_matrix)
+    W = rng.random((1600, 4)) + 0.1
+    H = rng.random((4, 60)) + 0.1
+    params = dict(n_components=4, init="custom", solver="hals", max_iter=20, tol=0)
+    local = DeepNMF(**params).fit(Xs, W=W, H=H)
+    dist = DeepNMF(**params).fit(Xd, W=W, H=H)
+    np.testing.assert_allclose(dist.components_, local.components_, rtol=1e-6)
+    np.testing.assert_allclose(
+        dist.reconstruction_err_, local.reconstruction_err_, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(dist.history_[:, "train_loss"], dtype=float),
+        np.asarray(local.history_[:, "train_loss"], dtype=float),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "chunks, rows, expected",
+    [
+        ((184,) * 8, 1024, (1024, 80, 184, 184)),  # leading chunks merged, one split
+        ((1024,) + (64,) * 7, 1024, (1024,) + (64,) * 7),  # already so
+        ((3000, 1000), 1024, (1024, 1976, 1000)),  # the first chunk split
+        ((184,) * 8, 5000, (1472,)),  # fewer rows than the sample: one chunk
+        ((184,) * 8, 0, (184,) * 8),  # no shared decision: the user's chunks
+    ],
+)
+def test_sample_first_puts_the_leading_rows_in_chunk_0(chunks, rows, expected):
+    from sknmf.distributed._fit import sample_first
+
+    X = np.arange(sum(chunks) * 3, dtype=float).reshape(-1, 3)
+    Xs = sample_first(da.from_array(X, chunks=(chunks, 3)), rows)
+    assert Xs.chunks[0] == expected
+    np.testing.assert_array_equal(Xs.compute(), X)

@@ -4,7 +4,10 @@ Every NMF solver here has one shape:
 
 - **row-local work** (:meth:`Solver.update_codes`): given the weights
   ``H1..HL``, update the codes ``W1..WL`` of a block of rows; rows never talk to
-  each other;
+  each other, except through a solver's **shared decision**: a few numbers
+  decided on the first :meth:`Solver.codes_sample_rows` rows of the data and
+  followed by all rows (HALS's number of sweeps), so that a block gets the
+  steps it gets inside the whole data when it is handed the decision;
 - **statistics** (:meth:`Solver.statistics`): from a block, small tensors that
   add up over blocks (``r × r'`` or ``r × n_features``, never
   ``n_samples``-sized);
@@ -49,6 +52,11 @@ class Solver:
     #: Epochs between two checks of the stopping rule when only codes move
     #: (``transform``). scikit-learn checks every 10 iterations.
     codes_check_every: ClassVar[int] = 10
+    #: Keys of the state that :meth:`update_weights` sets and every block's
+    #: :meth:`update_codes` reads (deep HALS's extrapolation step). In memory
+    #: the state is one dict; a distributed fit sends these values of the
+    #: client's state with the weights.
+    client_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, problem: Problem, **options):
         # Options of other solvers (e.g. Adam's ``lr``) do not concern this one.
@@ -74,6 +82,24 @@ class Solver:
         """The memory layout the solver updates codes in (default: as given)."""
         return W
 
+    def codes_sample_rows(self, ranks) -> int:
+        """How many leading rows decide the codes step's shared decision.
+
+        ``ranks`` are the widths of the codes the step updates. 0 (the
+        default): the codes step is row-local, no decision is shared. Else
+        :meth:`update_codes` decides something on the first
+        ``min(n_rows, codes_sample_rows(ranks))`` rows of the block it is
+        given (stored as ``state["codes_decision"]``, small and picklable)
+        that every row follows; given ``state["given_decision"]`` it follows
+        that instead of deciding. So a caller splitting the data into blocks
+        (a Dask fit) runs the block of the leading rows first and hands its
+        decision to the others, and sets ``state["data_shape"] = (nnz,
+        n_rows)`` of the whole data where a solver reads the data's size
+        (default: the block's own). A block then gets exactly the steps it
+        gets inside the whole data.
+        """
+        return 0
+
     def initial_codes(self, X, H: torch.Tensor, reg: Regularization | None):
         """Deterministic start of the codes of ``X`` for fixed ``H`` (transform)."""
         return constant_codes(X.shape[0], H.shape[0], data_mean(X), H)
@@ -89,7 +115,8 @@ class Solver:
 
     # -- the iteration ---------------------------------------------------
     def update_codes(self, X, Ws: list, Hs: list, state: dict) -> None:
-        """Row-local: update ``Ws`` (in place on the list) for fixed ``Hs``."""
+        """Row-local: update ``Ws`` (in place on the list) for fixed ``Hs``
+        (but for a shared decision: :meth:`codes_sample_rows`)."""
         raise NotImplementedError
 
     def weight_phases(self) -> list[list[int]]:

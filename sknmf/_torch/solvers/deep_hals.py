@@ -13,7 +13,8 @@ has a closed-form block coordinate update for every factor:
   cross term ``W(l-1) Hlᵀ + (λ_(l+1)/λ_l) W(l+1) H(l+1)``: the W block of
   accelerated HALS (:mod:`.hals`, the same scaled system and column sweeps,
   several cheap sweeps per expensive product). The deepest code is one-layer
-  HALS. Row-local.
+  HALS. Row-local but for one shared decision per layer: the number of
+  sweeps, decided on the leading rows (``hals._sweeps``).
 - **weights** ``Hl`` from ``C = Wlᵀ W(l-1)`` and ``D = Wlᵀ Wl`` (sums over
   rows, so they add up over blocks). Row ``t`` of ``Hl`` is minimised exactly
   with the others fixed: the minimiser of the row's quadratic on the simplex
@@ -22,9 +23,28 @@ has a closed-form block coordinate update for every factor:
   constant on the simplex). One Gauss-Seidel pass over the rows per
   iteration (``_WEIGHT_SWEEPS`` says why not more).
 
-Every step minimises the objective exactly over its block, so the objective
-never increases on a full batch. The loss comes from the statistics in Gram
-form (``||W(l-1)||²`` is one more summable statistic), nearly free.
+Every step minimises the objective exactly over its block, so without
+extrapolation the objective never increases on a full batch. The loss comes
+from the statistics in Gram form (``||W(l-1)||²`` is one more summable
+statistic), nearly free.
+
+**Extrapolation** (Ang & Gillis 2019, "Accelerating nonnegative matrix
+factorization algorithms using extrapolation"). The layers are coupled
+weakly (``λ_(l+1)/λ_l`` is often a few percent), so the exact block updates
+drift towards the joint minimiser in many small, consistent steps. Each
+codes step therefore starts from ``Ŵ = max(0, W_k + β (W_k - W_(k-1)))`` and
+solves against ``Ĥ = P(H_k + β (H_k - H_(k-1)))`` (``P`` the projection of
+rows onto the simplex). ``β`` grows by ``_GAMMA`` after every step that
+lowered the objective, up to a ceiling that itself grows by ``_GAMMA_BAR``;
+a step that raised it sets the ceiling to the ``β`` that failed, divides
+``β`` by ``_ETA`` and runs the next step without extrapolation (a restart:
+the objective may rise on that one step). The objective is read from the
+summed statistics when the weights are updated, so the rule needs nothing
+that is not already summed over blocks: on Dask ``β`` is decided on the client
+and the codes' extrapolation is row-local, and ``W_(k-1)`` costs one copy of
+the codes. On the digits (32, 16, 8) fine-tuning the extrapolated updates
+reached the plain ones' 300-iteration error in 51-57 iterations; on 20000
+sample-image patches (64, 32, 16), the plain 200-iteration error in 38.
 
 Mini-batches and the data-centric objective are handed to the multiplicative
 updates (:class:`~sknmf._torch.solvers.mu.MUSolver`); one-layer problems to
@@ -45,6 +65,7 @@ from .hals import (
     _is_sparse,
     _n_inner,
     _nnz,
+    _sample_columns,
     _scaled_system,
     _sweeps,
     _wt_x,
@@ -63,6 +84,13 @@ _DELTA = 0.3
 # 0.5%; a projected row also costs about four times a HALS row (sort, cumsum,
 # max) and the codes' update is where the coupled layers are solved.
 _WEIGHT_SWEEPS = 1
+# Ang & Gillis (2019)'s extrapolation parameters (their recommended values):
+# first beta, its growth after a success, the ceiling's growth, the division
+# after a failure.
+_BETA0 = 0.5
+_GAMMA = 1.05
+_GAMMA_BAR = 1.01
+_ETA = 1.5
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -167,6 +195,7 @@ class DeepHALSSolver(Solver):
     """
 
     name: ClassVar[str] = "deep_hals"
+    client_state_keys: ClassVar[tuple[str, ...]] = ("extrapolation_step",)
 
     @classmethod
     def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
@@ -190,7 +219,18 @@ class DeepHALSSolver(Solver):
     def start(self, X, Ws, Hs, *, update_H):
         state = super().start(X, Ws, Hs, update_H=update_H)
         state["workspace"] = [{} for _ in Hs]
+        if update_H and self.options.get("extrapolate", True):
+            # Client side: the rule's memory. Block side: the step's beta
+            # (set by update_weights; on Dask shipped to every block) and the
+            # previous iterate.
+            state["extrapolation"] = {"beta": _BETA0, "ceiling": 1.0, "last": None}
+            state["extrapolation_step"] = 0.0
+            state["previous_iterate"] = None
         return state
+
+    def codes_sample_rows(self, ranks) -> int:
+        # Every layer's sweep count is decided on its own sample (hals._sweeps).
+        return max(_sample_columns(r) for r in ranks)
 
     def codes_layout(self, W):
         # Column-major codes: each component a contiguous row of W.T (hals.py).
@@ -200,6 +240,12 @@ class DeepHALSSolver(Solver):
         p = self.problem
         reg = self.reg(state)
         L = len(Ws)
+        Hs = self._extrapolate(Ws, Hs, state)
+        # Layer by layer, each layer's sweep count is decided on the sample
+        # rows (hals._sweeps) after the layers before it have moved, or given.
+        given = state.get("given_decision")
+        shape = state.get("data_shape")
+        counts = []
         for l in range(L):
             lam = p.weights[l]
             target = X if l == 0 else Ws[l - 1]
@@ -222,12 +268,47 @@ class DeepHALSSolver(Solver):
             Rs = _buffer(state["workspace"][l], "Rs", (k, n), Wt)
             Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
             del R
-            sparse = _is_sparse(target)
-            _sweeps(Wt, Gs, Rs, _n_inner(_nnz(target), n, target.shape[1], k, sparse))
+            if given is not None:
+                counts.append(_sweeps(Wt, Gs, Rs, given[l], early_stop=False))
+            else:
+                sparse = _is_sparse(target)
+                nnz, rows = (_nnz(target), n) if shape is None else shape
+                if l > 0:
+                    # The codes above are dense: every entry is stored.
+                    nnz = rows * target.shape[1]
+                budget = _n_inner(nnz, rows, target.shape[1], k, sparse)
+                counts.append(_sweeps(Wt, Gs, Rs, budget))
             if copied:
                 Ws[l].copy_(Wt.T)
+        state["codes_decision"] = counts
+
+    def _extrapolate(self, Ws, Hs, state) -> list:
+        """Move the codes (in place) and the weights (returned) along the last
+        step by the ``β`` that :meth:`update_weights` chose (module docstring).
+
+        Only in a fit (``update_H``); ``W_(k-1)`` and ``H_(k-1)`` are the
+        block's own copies, so the move is row-local.
+        """
+        if "previous_iterate" not in state:
+            return Hs
+        beta = state["extrapolation_step"]
+        previous = state["previous_iterate"]
+        state["previous_iterate"] = (
+            [W.clone() for W in Ws],
+            [H.clone() for H in Hs],
+        )
+        if not beta or previous is None:
+            return Hs
+        for W, W_old in zip(Ws, previous[0]):
+            # W + beta (W - W_old), clipped at zero; in place keeps the layout.
+            W.mul_(1.0 + beta).sub_(W_old, alpha=beta).clamp_(min=0.0)
+        return [
+            project_simplex(torch.add(H, H - H_old, alpha=beta)).contiguous()
+            for H, H_old in zip(Hs, previous[1])
+        ]
 
     def statistics(self, X, Ws, Hs, layers, state):
+        reg = self.reg(state)
         out = {}
         for l in layers:
             target = X if l == 0 else Ws[l - 1]
@@ -236,6 +317,9 @@ class DeepHALSSolver(Solver):
             if l > 0:
                 # ||W(l-1)||² for the loss in Gram form (||X||² is cached).
                 s["sq"] = (target * target).sum()
+            if reg is not None and reg.l1_W[l]:
+                # The codes' L1 penalty, for the extrapolation's objective.
+                s["sum"] = Wt.sum()
             out[l] = s
         return out
 
@@ -249,6 +333,47 @@ class DeepHALSSolver(Solver):
             l2 = reg.l2_H / lam if reg is not None else 0.0
             simplex_rows_sweeps(H, C, D, l2, _WEIGHT_SWEEPS)
             Hs[l] = H
+        rule = state.get("extrapolation")
+        if rule is not None and not online and list(layers) == list(range(len(Hs))):
+            self._choose_step(rule, stats, Hs, state)
+
+    def _choose_step(self, rule: dict, stats: dict, Hs: list, state: dict) -> None:
+        """Ang & Gillis's rule for the next step's ``β``, from the objective
+        after this step (read from the summed statistics, up to the constant
+        ``||X||²/2``: only its changes matter)."""
+        p = self.problem
+        reg = self.reg(state)
+        value = 0.0
+        for l, H in enumerate(Hs):
+            s = stats[l]
+            H64 = H.to(torch.float64)
+            D64 = s["WtW"].to(torch.float64)
+            cross = float(
+                torch.vdot(s["WtT"].to(torch.float64).flatten(), H64.flatten())
+            )
+            gram = float(torch.vdot(D64.flatten(), (H64 @ H64.T).flatten()))
+            sq = float(s["sq"]) if l > 0 else 0.0
+            value += p.weights[l] * 0.5 * (sq - 2.0 * cross + gram)
+            if reg is not None:
+                if reg.l1_W[l]:
+                    value += reg.l1_W[l] * float(s["sum"])
+                if reg.l2_W[l]:
+                    value += 0.5 * reg.l2_W[l] * float(D64.diagonal().sum())
+        if reg is not None:
+            value += float(reg.penalty_H(Hs))
+        last = rule["last"]
+        rule["last"] = value
+        if last is None:
+            state["extrapolation_step"] = rule["beta"]
+        elif value > last + 1e-12 * abs(last):
+            # A restart: the next step is a plain one, and beta shrinks.
+            rule["ceiling"] = rule["beta"]
+            rule["beta"] /= _ETA
+            state["extrapolation_step"] = 0.0
+        else:
+            state["extrapolation_step"] = rule["beta"]
+            rule["beta"] = min(rule["ceiling"], _GAMMA * rule["beta"])
+            rule["ceiling"] = min(1.0, _GAMMA_BAR * rule["ceiling"])
 
     def loss(self, X, Ws, Hs, stats, state):
         p = self.problem

@@ -77,6 +77,9 @@ _ROW_OVERHEAD = 150_000.0
 # torch's grain for parallel element-wise work (at::internal::GRAIN_SIZE): smaller
 # operations run on the calling thread.
 _GRAIN = 32768
+# The most columns (rows of the data) whose sweeps decide the count of all
+# (_sample_columns).
+_SAMPLE_CAP = 1024
 # On a GPU without the fused kernel, the stopping test is read back once per this
 # many sweeps (each read waits for the device).
 _CHECK_EVERY = 4
@@ -196,21 +199,40 @@ def _sweep(F: Tensor, Gs: Tensor, Rs: Tensor, buf: Tensor) -> None:
         torch.clamp(buf, min=0.0, out=f_t)
 
 
+def _sample_columns(k: int) -> int:
+    """How many leading columns of a ``(k, m)`` factor decide its sweep count.
+
+    The first ``min(m, _sample_columns(k))`` columns are the sample that the
+    early stop of :func:`_sweeps` watches: a deterministic set that keeps the
+    stopping test's copy and norm below torch's parallelisation grain (see
+    :func:`_block_size`), and at most ``_SAMPLE_CAP`` columns, so that the rows
+    that decide are a small leading part of a large data set (a Dask fit runs
+    them as their own chunk, before the others: :mod:`sknmf.distributed`).
+    """
+    return max(1, min(_SAMPLE_CAP, _GRAIN // max(k, 1)))
+
+
 def _sweeps(
     F: Tensor, Gs: Tensor, Rs: Tensor, max_inner: int, early_stop: bool = True
 ) -> int:
     """Up to ``max_inner`` sweeps, stopping early as Gillis & Glineur do.
 
-    The columns of ``F`` are independent given ``Gs`` and ``Rs`` (rows of W are
-    separate least-squares problems), so the sweeps run block by block, each
-    block to its own stopping point while it sits in cache. The stopping test
-    watches the first ``_GRAIN // k`` columns of each block: a deterministic
-    sample that keeps the copy and the norm below torch's parallelisation grain
-    (see :func:`_block_size`). Returns the largest number of sweeps any block did.
+    One count for all columns, decided on a sample: the first
+    :func:`_sample_columns` columns are swept with the stopping rule, which
+    gives the count ``c``; every other column is swept exactly ``c`` times, with
+    no test. The columns of ``F`` are independent given ``Gs`` and ``Rs`` (rows
+    of W are separate least-squares problems), so the result does not depend on
+    how the columns are split into blocks as long as the sample comes first:
+    a block of rows that follows a count decided elsewhere (``early_stop=False``
+    with ``max_inner=c``) gets the steps it would get inside the whole data.
+    The sweeps run block by block, each block through its ``c`` sweeps while it
+    sits in cache; the sample is the start of the first block. Returns ``c``
+    (``max_inner`` without the early stop).
 
     On CUDA the sweeps are the fused kernel of :mod:`sknmf._torch.kernels` where it
-    applies (one launch per sweep, the stopping test on the device; returns the
-    sweeps launched), else the torch sweeps reading the test every few sweeps.
+    applies (one launch per sweep, the stopping test on the whole block on the
+    device; returns the sweeps launched), else the torch sweeps reading the
+    test every few sweeps.
     """
     if F.device.type == "cuda":
         if kernels.usable(F, Gs, Rs):
@@ -220,31 +242,38 @@ def _sweeps(
         return _sweeps_checked_every(F, Gs, Rs, max_inner, early_stop)
     k, m = F.shape
     b = _block_size(F)
-    buf = torch.empty(min(b, m), dtype=F.dtype, device=F.device)
-    n_watch = m if F.device.type != "cpu" else max(1, _GRAIN // max(k, 1))
-    prev = torch.empty((k, min(b, m, n_watch)), dtype=F.dtype, device=F.device)
-    most = 0
-    for start in range(0, m, b):
-        Fb = F[:, start : start + b]
-        Rb = Rs[:, start : start + b]
-        width = Fb.shape[1]
-        watched = Fb[:, : prev.shape[1]]
-        pb = prev[:, : watched.shape[1]]
+    n_watch = m if F.device.type != "cpu" else min(m, _sample_columns(k))
+    # The first block holds the whole sample (b >= the sample for every k and
+    # dtype; max() keeps that true whatever the constants).
+    first_width = min(m, max(b, n_watch))
+    buf = torch.empty(max(first_width, min(b, m)), dtype=F.dtype, device=F.device)
+    count = max_inner
+    if early_stop and max_inner > 1:
+        F0, R0 = F[:, :first_width], Rs[:, :first_width]
+        watched = F0[:, :n_watch]
+        prev = torch.empty((k, n_watch), dtype=F.dtype, device=F.device)
         first = None
-        for it in range(1, max_inner + 1):
-            if it < max_inner and early_stop:
-                pb.copy_(watched)
-            _sweep(Fb, Gs, Rb, buf[:width])
-            if it == max_inner or not early_stop:
-                continue
-            pb.sub_(watched)
-            change = float(torch.linalg.vector_norm(pb))
+        for count in range(1, max_inner + 1):
+            if count < max_inner:
+                prev.copy_(watched)
+            _sweep(F0, Gs, R0, buf[:first_width])
+            if count == max_inner:
+                break
+            prev.sub_(watched)
+            change = float(torch.linalg.vector_norm(prev))
             if first is None:
                 first = change
             if change <= _DELTA * first:
                 break
-        most = max(most, it)
-    return most
+        done = first_width
+    else:
+        done = 0
+    for start in range(done, m, b):
+        Fb = F[:, start : start + b]
+        width = Fb.shape[1]
+        for _ in range(count):
+            _sweep(Fb, Gs, Rs[:, start : start + b], buf[:width])
+    return count
 
 
 def _sweeps_checked_every(
@@ -375,7 +404,7 @@ def hals_step(
     _check(X, W, H)
     Wt, copied = _rows_of(W)
     H_rows = H if H.is_contiguous() else H.contiguous()
-    R, G = _update_codes(X, Wt, H_rows, l1_reg_W, l2_reg_W, workspace, XHt)
+    R, G, _ = _update_codes(X, Wt, H_rows, l1_reg_W, l2_reg_W, workspace, XHt)
     if copied:
         W.copy_(Wt.T)
     if not update_H:
@@ -395,12 +424,17 @@ def hals_step(
     return _half_sq_error(X, sq_norm_X, _cross(C, H_rows), D, H_rows @ H_rows.T)
 
 
-def _update_codes(X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None):
+def _update_codes(
+    X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None, given=None, shape=None
+):
     """The W block: sweeps of ``Wt`` (k x n, updated in place) for fixed ``H``.
 
-    Returns the cross term ``R = H X^T`` (k x n view) and ``G = H H^T``, which
-    the loss of a codes-only step reuses. ``system`` caches ``(G, R, Gs, Rs)``
-    across calls with the same ``H`` (transform).
+    Returns the cross term ``R = H X^T`` (k x n view), ``G = H H^T`` (which
+    the loss of a codes-only step reuses) and the number of sweeps. ``system``
+    caches ``(G, R, Gs, Rs)`` across calls with the same ``H`` (transform).
+    ``given`` is a sweep count decided elsewhere, followed without a test;
+    ``shape`` the ``(nnz, n_rows)`` of the whole data when ``X`` is one block
+    of it (the sweep budget reads them; default: ``X``'s own).
     """
     n, k = X.shape[0], H_rows.shape[0]
     sparse = _is_sparse(X)
@@ -418,8 +452,10 @@ def _update_codes(X, Wt, H_rows, l1, l2, workspace, XHt=None, system=None):
         Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
         if system is not None:
             system.update(G=G, R=R, Gs=Gs, Rs=Rs)
-    _sweeps(Wt, Gs, Rs, _n_inner(_nnz(X), n, X.shape[1], k, sparse))
-    return R, G
+    if given is not None:
+        return R, G, _sweeps(Wt, Gs, Rs, given, early_stop=False)
+    nnz, rows = (_nnz(X), n) if shape is None else shape
+    return R, G, _sweeps(Wt, Gs, Rs, _n_inner(nnz, rows, X.shape[1], k, sparse))
 
 
 def _update_weights(H_rows, C, D, l1, l2, n_inner) -> None:
@@ -595,11 +631,14 @@ def nnls_sweeps(
 class HALSSolver(Solver):
     """Accelerated HALS behind the solver protocol (``"hals"``), Frobenius only.
 
-    Codes: the W block of :func:`hals_step` (row-local: each row of ``W`` is
-    its own least-squares problem); statistics: ``W^T X`` and ``W^T W``;
-    weights: the H block's sweeps on them (summed over blocks, or folded over
-    mini-batches: Mairal et al. 2010's online rule); loss: the Gram form from
-    those statistics, nearly free. A deep model's joint fine-tuning is handed to
+    Codes: the W block of :func:`hals_step` (each row of ``W`` is its own
+    least-squares problem; the number of sweeps, one for all rows, is decided
+    on the first :meth:`codes_sample_rows` rows: a shared decision in the
+    sense of :class:`~sknmf._torch.solvers.Solver`); statistics: ``W^T X``
+    and ``W^T W``; weights: the H block's sweeps on them (summed over blocks,
+    or folded over mini-batches: Mairal et al. 2010's online rule); loss: the
+    Gram form from those statistics, nearly free. A deep model's joint
+    fine-tuning is handed to
     :class:`~sknmf._torch.solvers.deep_hals.DeepHALSSolver` (which hands
     mini-batches and the data-centric loss on to the multiplicative updates);
     each layer's pretraining is one-layer HALS.
@@ -633,6 +672,10 @@ class HALSSolver(Solver):
         state["system"] = None if update_H else {}
         return state
 
+    def codes_sample_rows(self, ranks) -> int:
+        # The codes step's sweep count is decided on these rows (_sweeps).
+        return _sample_columns(ranks[0])
+
     def codes_layout(self, W):
         # A sweep updates one component (column of W) at a time: column-major
         # W makes each one contiguous, with no copy per step.
@@ -654,7 +697,8 @@ class HALSSolver(Solver):
         W = Ws[0]
         Wt, copied = _rows_of(W)
         H_rows = Hs[0] if Hs[0].is_contiguous() else Hs[0].contiguous()
-        R, G = _update_codes(
+        given = state.get("given_decision")
+        R, G, count = _update_codes(
             X,
             Wt,
             H_rows,
@@ -662,7 +706,10 @@ class HALSSolver(Solver):
             reg.l2_W[0] if reg is not None else 0.0,
             state["workspace"],
             system=state["system"],
+            given=None if given is None else given[0],
+            shape=state.get("data_shape"),
         )
+        state["codes_decision"] = [count]
         if copied:
             W.copy_(Wt.T)
         if not state["update_H"]:

@@ -335,3 +335,78 @@ def test_least_squares_start_reaches_the_nnls_solution(l1, l2):
         rhs = np.linalg.lstsq(A.T, H @ X[i] - l1, rcond=None)[0]
         w_ref, _ = nnls(A, rhs)
         np.testing.assert_allclose(W[i].numpy(), w_ref, atol=1e-7)
+
+
+def _numpy_sweeps(F, Gs, Rs, n):
+    """``n`` Gauss-Seidel passes of ``F[t] = max(0, Rs[t] - Gs[t] @ F)``."""
+    for _ in range(n):
+        for t in range(F.shape[0]):
+            F[t] = np.maximum(0.0, Rs[t] - Gs[t] @ F)
+
+
+def _numpy_count(F, Gs, Rs, max_inner, delta):
+    """Gillis & Glineur's count on ``F`` alone: stop after the sweep that
+    moves it by at most ``delta`` times what the first sweep moved it."""
+    F = F.copy()
+    first = None
+    for it in range(1, max_inner + 1):
+        prev = F.copy()
+        _numpy_sweeps(F, Gs, Rs, 1)
+        change = np.linalg.norm(prev - F)
+        first = change if first is None else first
+        if it < max_inner and change <= delta * first:
+            return it
+    return max_inner
+
+
+def _system_of_two_halves(k, m, n_first, seed=0):
+    """A scaled system (as ``hals._scaled_system`` builds it) whose first
+    ``n_first`` columns start far from their solution in every direction (the
+    first sweep does most of the work: the rule stops early) and the others
+    near it along the Gram's slowest direction (every sweep moves them about
+    as much as the first: the rule would run to the budget)."""
+    rng = np.random.default_rng(seed)
+    H = rng.random((k, 3 * k)) + 2.0 * rng.random((1, 3 * k))
+    G = H @ H.T
+    W_true = rng.random((k, m)) + 1.0
+    slowest = np.linalg.eigh(G)[1][:, :1]
+    F = W_true + rng.standard_normal((k, m))
+    F[:, n_first:] = W_true[:, n_first:] + 0.1 * slowest * rng.standard_normal(
+        (1, m - n_first)
+    )
+    F = np.maximum(F, 0.0)
+    d = np.diag(G).copy()
+    Gs = G / d[:, None]
+    np.fill_diagonal(Gs, 0.0)
+    return F, Gs, (G @ W_true) / d[:, None]
+
+
+@pytest.mark.parametrize("k, m", [(40, 10_000), (6, 3000)])
+def test_sweeps_follow_the_count_decided_on_the_sample(k, m):
+    from sknmf._torch.solvers import hals
+
+    Ft = torch.empty((k, m), dtype=F64)
+    S = min(m, hals._sample_columns(k))
+    F, Gs, Rs = _system_of_two_halves(k, m, S)
+    max_inner = 25
+    # Brute force: the rule on the sample alone gives the count; then every
+    # column is swept that many times.
+    c = _numpy_count(F[:, :S], Gs, Rs[:, :S], max_inner, hals._DELTA)
+    assert 1 < c < max_inner
+    ref = F.copy()
+    _numpy_sweeps(ref, Gs, Rs, c)
+    Ft.copy_(torch.from_numpy(F))
+    count = hals._sweeps(Ft, torch.from_numpy(Gs), torch.from_numpy(Rs), max_inner)
+    assert count == c
+    np.testing.assert_allclose(Ft.numpy(), ref, rtol=1e-12, atol=1e-12)
+    # The later columns would have decided otherwise on their own.
+    assert _numpy_count(F[:, S:], Gs, Rs[:, S:], max_inner, hals._DELTA) != c
+    if k == 40:
+        assert hals._block_size(Ft) * 1.5 < m  # several cache blocks
+    # A block of later columns handed the count gets the same steps.
+    part = torch.from_numpy(F[:, S + 7 :].copy())
+    n = hals._sweeps(
+        part, torch.from_numpy(Gs), torch.from_numpy(Rs[:, S + 7 :]), c, False
+    )
+    assert n == c
+    np.testing.assert_allclose(part.numpy(), ref[:, S + 7 :], rtol=1e-12, atol=1e-12)
