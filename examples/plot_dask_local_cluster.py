@@ -63,7 +63,7 @@ print(X)
 # randomized SVD of the chunks; then one distributed iteration per epoch of the
 # usual skorch loop, so ``history_``, callbacks and the tolerance stop behave
 # as in memory.
-model = DeepNMF(rank, solver="mu", max_iter=40, random_state=0).fit(X)
+model = DeepNMF(rank, random_state=0).fit(X)
 print(
     f"{model.n_iter_} iterations, reconstruction error {model.reconstruction_err_:.3f}"
 )
@@ -82,7 +82,7 @@ print(codes[:3].compute().round(3))
 # iterations on the same data, from nearly the same start (in memory, a matrix
 # this small gets an exact SVD; the Dask fit always takes a randomized one).
 X_local = X.compute()
-local = DeepNMF(rank, solver="mu", max_iter=40, random_state=0).fit(X_local)
+local = DeepNMF(rank, random_state=0).fit(X_local)
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(local.history_[:, "error"], label="in memory")
