@@ -62,6 +62,7 @@ from ..objective import Problem, objective
 from . import Solver, cached_squared_norm
 from .hals import (
     _buffer,
+    _cross,
     _is_sparse,
     _n_inner,
     _nnz,
@@ -91,6 +92,16 @@ _BETA0 = 0.5
 _GAMMA = 1.05
 _GAMMA_BAR = 1.01
 _ETA = 1.5
+
+
+def _cross_and_gram(stats: dict, H: Tensor) -> tuple[float, float]:
+    """``<Wᵀ T, H>`` and ``<Wᵀ W, H Hᵀ>`` of a layer, in float64, from its
+    statistics: ``||T - W H||² = ||T||² - 2 cross + gram``."""
+    H64 = H.to(torch.float64)
+    D64 = stats["WtW"].to(torch.float64)
+    return _cross(stats["WtT"], H64), float(
+        torch.vdot(D64.flatten(), (H64 @ H64.T).flatten())
+    )
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -346,19 +357,14 @@ class DeepHALSSolver(Solver):
         value = 0.0
         for l, H in enumerate(Hs):
             s = stats[l]
-            H64 = H.to(torch.float64)
-            D64 = s["WtW"].to(torch.float64)
-            cross = float(
-                torch.vdot(s["WtT"].to(torch.float64).flatten(), H64.flatten())
-            )
-            gram = float(torch.vdot(D64.flatten(), (H64 @ H64.T).flatten()))
+            cross, gram = _cross_and_gram(s, H)
             sq = float(s["sq"]) if l > 0 else 0.0
             value += p.weights[l] * 0.5 * (sq - 2.0 * cross + gram)
             if reg is not None:
                 if reg.l1_W[l]:
                     value += reg.l1_W[l] * float(s["sum"])
                 if reg.l2_W[l]:
-                    value += 0.5 * reg.l2_W[l] * float(D64.diagonal().sum())
+                    value += 0.5 * reg.l2_W[l] * float(s["WtW"].diagonal().sum())
         if reg is not None:
             value += float(reg.penalty_H(Hs))
         last = rule["last"]
@@ -385,11 +391,7 @@ class DeepHALSSolver(Solver):
         for l, H in enumerate(Hs):
             s = stats[l]
             sq_l = sq if l == 0 else float(s["sq"])
-            H64 = H.to(torch.float64)
-            C64 = s["WtT"].to(torch.float64)
-            D64 = s["WtW"].to(torch.float64)
-            cross = float(torch.vdot(C64.flatten(), H64.flatten()))
-            gram = float(torch.vdot(D64.flatten(), (H64 @ H64.T).flatten()))
+            cross, gram = _cross_and_gram(s, H)
             value = 0.5 * max(sq_l - 2.0 * cross + gram, 0.0)
             terms.append(torch.tensor(value, dtype=H.dtype, device=H.device))
         total = sum(w * t for w, t in zip(p.weights, terms))
