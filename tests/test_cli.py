@@ -15,16 +15,21 @@ from sknmf.image import decompress, psnr, read_header
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def sknmf(*args, cwd=None):
+def python(*args, cwd=None):
+    """A fresh interpreter with this checkout on its path."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "sknmf", *map(str, args)],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=cwd,
         timeout=300,
     )
+
+
+def sknmf(*args, cwd=None):
+    return python("-m", "sknmf", *map(str, args), cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -284,10 +289,7 @@ def test_help_and_version_import_no_torch():
         "import sknmf\n"
         "assert 'DeepNMF' in dir(sknmf) and 'torch' not in sys.modules\n"
     )
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env
-    )
+    res = python("-c", code)
     assert res.returncode == 0, res.stderr
     assert "usage: sknmf compress" in res.stdout
 
@@ -387,10 +389,7 @@ def test_info_reads_the_header_without_torch(packed):
         "heavy = {'torch', 'sklearn', 'skorch'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env
-    )
+    res = python("-c", code)
     assert res.returncode == 0, res.stderr
     assert read_header(packed.read_bytes())["color"] in res.stdout
 
