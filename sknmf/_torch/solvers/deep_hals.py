@@ -62,13 +62,10 @@ from ..objective import Problem, objective
 from . import Solver, cached_squared_norm
 from .hals import (
     _buffer,
+    _codes_sweeps,
     _cross,
-    _is_sparse,
-    _n_inner,
-    _nnz,
     _sample_columns,
     _scaled_system,
-    _sweeps,
     _wt_x,
     _x_ht,
 )
@@ -279,16 +276,12 @@ class DeepHALSSolver(Solver):
             Rs = _buffer(state["workspace"][l], "Rs", (k, n), Wt)
             Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
             del R
-            if given is not None:
-                counts.append(_sweeps(Wt, Gs, Rs, given[l], early_stop=False))
-            else:
-                sparse = _is_sparse(target)
-                nnz, rows = (_nnz(target), n) if shape is None else shape
-                if l > 0:
-                    # The codes above are dense: every entry is stored.
-                    nnz = rows * target.shape[1]
-                budget = _n_inner(nnz, rows, target.shape[1], k, sparse)
-                counts.append(_sweeps(Wt, Gs, Rs, budget))
+            shape_l = shape
+            if l > 0 and shape is not None:
+                # The codes above are dense: every entry is stored.
+                shape_l = (shape[1] * target.shape[1], shape[1])
+            given_l = None if given is None else given[l]
+            counts.append(_codes_sweeps(Wt, Gs, Rs, target, given_l, shape_l))
             if copied:
                 Ws[l].copy_(Wt.T)
         state["codes_decision"] = counts

@@ -452,10 +452,22 @@ def _update_codes(
         Gs, Rs = _scaled_system(G, R, l1, l2, out=Rs)
         if system is not None:
             system.update(G=G, R=R, Gs=Gs, Rs=Rs)
+    return R, G, _codes_sweeps(Wt, Gs, Rs, X, given, shape)
+
+
+def _codes_sweeps(Wt, Gs, Rs, X, given=None, shape=None) -> int:
+    """The sweeps of the codes ``Wt`` of ``X``; returns their number.
+
+    ``given``: a count decided on another block, followed without a test.
+    Otherwise the stopping rule decides, within the budget of the whole data:
+    ``shape = (nnz, n_rows)`` when ``X`` is one block of it (default: ``X``'s
+    own).
+    """
     if given is not None:
-        return R, G, _sweeps(Wt, Gs, Rs, given, early_stop=False)
-    nnz, rows = (_nnz(X), n) if shape is None else shape
-    return R, G, _sweeps(Wt, Gs, Rs, _n_inner(nnz, rows, X.shape[1], k, sparse))
+        return _sweeps(Wt, Gs, Rs, given, early_stop=False)
+    nnz, rows = (_nnz(X), X.shape[0]) if shape is None else shape
+    budget = _n_inner(nnz, rows, X.shape[1], Wt.shape[0], _is_sparse(X))
+    return _sweeps(Wt, Gs, Rs, budget)
 
 
 def _update_weights(H_rows, C, D, l1, l2, n_inner) -> None:
