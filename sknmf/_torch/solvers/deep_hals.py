@@ -338,7 +338,9 @@ class DeepHALSSolver(Solver):
             simplex_rows_sweeps(H, C, D, l2, _WEIGHT_SWEEPS)
             Hs[l] = H
         rule = state.get("extrapolation")
-        if rule is not None and not online and list(layers) == list(range(len(Hs))):
+        if rule is not None:
+            # One phase updates every layer (mini-batches, hence the online
+            # rule, go to MU): the statistics of all layers are here.
             self._choose_step(rule, stats, Hs, state)
 
     def _choose_step(self, rule: dict, stats: dict, Hs: list, state: dict) -> None:
