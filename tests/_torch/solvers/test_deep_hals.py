@@ -14,10 +14,12 @@ from sknmf._torch.objective import Problem, Regularization, objective
 from sknmf._torch.solvers import iterate, make_solver
 from sknmf._torch.solvers.deep_hals import (
     DeepHALSSolver,
+    _simplex_rows_sweeps_device,
+    _simplex_rows_sweeps_host,
     project_simplex,
     simplex_rows_sweeps,
 )
-from sknmf._torch.solvers.hals import HALSSolver
+from sknmf._torch.solvers.hals import HALSSolver, _scaled_system
 from sknmf._torch.solvers.mu import MUSolver
 
 F64 = torch.float64
@@ -70,8 +72,11 @@ def test_project_simplex_is_the_euclidean_projection(seed):
     np.testing.assert_allclose(got, ref, atol=1e-7)
 
 
+@pytest.mark.parametrize("path", ["host", "device"])
 @pytest.mark.parametrize("l2", [0.0, 3.0])
-def test_one_weight_sweep_is_exact_row_minimisation(l2):
+def test_one_weight_sweep_is_exact_row_minimisation(l2, path):
+    # Both implementations (numpy on CPU tensors, torch kernels elsewhere),
+    # each run here on CPU.
     # Brute force: minimise the whole objective over each row in turn, the
     # others fixed (Gauss-Seidel done by a general-purpose solver).
     rng = np.random.default_rng(1)
@@ -93,9 +98,45 @@ def test_one_weight_sweep_is_exact_row_minimisation(l2):
 
         ref[t] = _simplex_min(row, ref[t])
     got = torch.from_numpy(H0.copy())
-    simplex_rows_sweeps(got, torch.from_numpy(C), torch.from_numpy(D), l2, 1)
+    Gs, Rs = _scaled_system(torch.from_numpy(D), torch.from_numpy(C), 0.0, l2)
+    sweeps = {"host": _simplex_rows_sweeps_host, "device": _simplex_rows_sweeps_device}
+    assert sweeps[path](got, Gs, Rs, 1) == 1
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-6)
     assert f(got.numpy()) <= f(H0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weight_sweeps_host_and_device_paths_agree(dtype):
+    # Several sweeps with the early stop: the numpy and torch implementations
+    # take the same passes to the same rows (up to float summation order),
+    # and every pass lowers the objective (exact row minimisation).
+    rng = np.random.default_rng(2)
+    W, T = rng.random((40, 6)), rng.random((40, 9))
+    C, D = torch.tensor(W.T @ T, dtype=dtype), torch.tensor(W.T @ W, dtype=dtype)
+    H0 = rng.random((6, 9))
+    H0 /= H0.sum(1, keepdims=True)
+    Gs, Rs = _scaled_system(D, C, 0.0, 0.0)
+
+    def f(H):
+        H = H.astype(np.float64)
+        return 0.5 * np.trace(H.T @ (W.T @ W) @ H) - np.sum((W.T @ T) * H)
+
+    values = {}
+    for name, sweeps in [
+        ("host", _simplex_rows_sweeps_host),
+        ("device", _simplex_rows_sweeps_device),
+    ]:
+        H = torch.tensor(H0, dtype=dtype)
+        one = H.clone()
+        sweeps(one, Gs, Rs, 1)
+        n = sweeps(H, Gs, Rs, 6)
+        assert 1 <= n <= 6
+        assert f(H.numpy()) <= f(one.numpy()) + 1e-6 <= f(H0) + 1e-6
+        np.testing.assert_allclose(H.sum(1).numpy(), 1.0, atol=1e-5)
+        values[name] = (n, H)
+    assert values["host"][0] == values["device"][0]
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(values["host"][1], values["device"][1], atol=tol)
 
 
 def test_weight_sweeps_reach_the_constrained_minimiser():
