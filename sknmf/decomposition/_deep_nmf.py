@@ -120,6 +120,12 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     tol : float, default=1e-4
         Stop when the error decreased by less than ``tol`` times the initial error
         over 10 iterations (scikit-learn's rule). 0 runs ``max_iter`` iterations.
+        Each stage of a deep model (every layer's pretraining, then the joint
+        fine-tuning) applies it from its own start. The fine-tuning starts from
+        the pretrained layers, whose error is usually far below that of an
+        initialisation (nndsvda's in particular, with many components), so it
+        is held to a stricter standard than a one-layer fit with the same
+        ``tol``.
         Mini-batch training (``batch_size`` set) reads ``sqrt(2 F)`` instead of
         the error, ``F`` the penalised objective it minimises: with penalties
         the error can rise while the fit still makes progress. Without
