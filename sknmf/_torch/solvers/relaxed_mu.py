@@ -240,7 +240,10 @@ def relaxed_simplex_rows(H0, Hstar, num, omega: float = OMEGA):
     lh0 = torch.where(alive, H0, one).log()
     lh = lh0 + torch.where(alive, Hstar, one).log().sub_(lh0).mul_(omega)
     lh = torch.where(alive, lh, -torch.inf)
-    lh = lh - lh.max(1, keepdim=True).values.clamp_min(-1e300)
+    top = lh.max(1, keepdim=True).values
+    # Shift by the row's largest log before exp (a row without a positive
+    # entry has no finite one: it stays zero).
+    lh = lh - torch.where(torch.isfinite(top), top, 0.0)
     h = lh.exp()
     h = h / h.sum(1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
     c = torch.where(alive, num.expand_as(H0) * H0, 0.0)

@@ -316,3 +316,24 @@ def test_auto_picks_relaxed_mu_for_deep_layer_centric_kl(
     ranks, loss, batched, expected
 ):
     assert auto_solver(_problem(ranks, loss=loss), batched=batched) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steps_in_both_precisions_on_degenerate_shapes(dtype):
+    # One-entry rows (a width-1 layer), a dead row, tiny and huge scales: the
+    # steps stay finite, nonnegative, on the simplex where rows are alive.
+    H = torch.tensor([[1.0], [0.0]], dtype=dtype)
+    num = torch.tensor([[0.0119], [0.5]], dtype=dtype)
+    star = torch.tensor([[1.0], [0.0]], dtype=dtype)
+    out = relaxed_simplex_rows(H, star, num)
+    assert torch.equal(out, star)
+    W = torch.tensor([[1e-30, 1e15, 0.0, 1.0]], dtype=dtype)
+    num = torch.tensor([[1e-20, 1e10, 1.0, 0.0]], dtype=dtype)
+    den = torch.ones(1, 4, dtype=dtype)
+    for out in (
+        relaxed_step(W, num, den),
+        relaxed_coupled(W, num, den, 0.5, torch.full_like(W, 1e-3)),
+    ):
+        assert out.dtype == dtype
+        assert torch.isfinite(out).all() and (out >= 0).all()
+        assert out[0, 2] == 0
