@@ -91,7 +91,7 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Initialisation of every layer during pretraining, as in scikit-learn. None
         is ``"nndsvda"`` when the rank allows it, else ``"random"``. ``"custom"``
         takes ``W`` and ``H`` from :meth:`fit`.
-    solver : {"auto", "mu", "hals", "deep_hals", "adam"}, default="auto"
+    solver : {"auto", "mu", "relaxed_mu", "hals", "deep_hals", "adam"}, default="auto"
         ``"mu"``: multiplicative updates, monotone on the full batch (with an L2
         penalty and beta < 2 the rule is scikit-learn's, which is not a strict
         majorisation, so monotonicity is then not guaranteed). ``"hals"``:
@@ -100,13 +100,20 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         layer-centric fine-tuning of deep models (block coordinate descent,
         ``"deep_hals"``; the data-centric loss and mini-batches of deep models
         use multiplicative updates).
+        ``"relaxed_mu"``: multiplicative updates over-relaxed where their
+        majoriser allows it (still monotone), Kullback-Leibler loss only; on
+        mini-batches and with ``loss="data"`` it runs ``"mu"``.
         ``"adam"``: codes by multiplicative updates, weights by projected Adam
         steps. With ``batch_size`` set, ``"mu"`` and ``"hals"`` follow the
         online rule (running statistics weighted by ``forget_factor``, as
         :class:`sklearn.decomposition.MiniBatchNMF`). ``"auto"``: ``"hals"``
         for the Frobenius loss on full batches, ``"adam"`` when ``batch_size``
-        is set, ``"mu"`` otherwise; in :meth:`partial_fit`, ``"hals"`` for
-        the Frobenius loss and ``"mu"`` otherwise.
+        is set, ``"relaxed_mu"`` for the fine-tuning of a deep model with the
+        Kullback-Leibler loss and ``loss="layer"`` (one-layer fits and each
+        layer's pretraining keep ``"mu"``, scikit-learn's iteration),
+        ``"mu"`` otherwise; in :meth:`partial_fit`, ``"hals"`` for the
+        Frobenius loss and ``"mu"`` otherwise (the online weight update is
+        ``"mu"``'s for ``"relaxed_mu"`` too).
     loss : {"layer", "data"}, default="layer"
         Joint objective of the fine-tuning (deep models only).
     layer_weights : array-like of shape (n_layers,), default=None
@@ -135,13 +142,13 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ``max_epochs`` (or ``max_iter``) in :meth:`fit` and no pretraining (the
         initialisation only) on the first :meth:`partial_fit` batch. One-layer
         models have no pretraining: setting it raises.
-    pretrain_solver : {"auto", "mu", "hals", "deep_hals", "adam"}, default=None
-        Solver of each layer's pretraining in deep models; None uses
-        ``solver``. ``"mu"`` fits each layer less exactly than HALS, which
-        leaves the joint fine-tuning room to recover a deep structure: on data
-        that is exactly low-rank, HALS pretraining fits the first layer with
-        codes the deeper layers cannot follow (their weight ``λ_l`` then
-        vanishes). Setting it where nothing is pretrained (one layer,
+    pretrain_solver : str or None, default=None
+        Solver of each layer's pretraining in deep models, one of ``solver``'s
+        values; None uses ``solver``. ``"mu"`` fits each layer less exactly
+        than HALS, which leaves the joint fine-tuning room to recover a deep
+        structure: on data that is exactly low-rank, HALS pretraining fits the
+        first layer with codes the deeper layers cannot follow (their weight
+        ``λ_l`` then vanishes). Setting it where nothing is pretrained (one layer,
         ``pretrain_max_iter=0``, or :meth:`partial_fit` without
         ``pretrain_max_iter``) raises.
     alpha_W : float, default=0.0

@@ -221,6 +221,7 @@ from .adam import AdamSolver  # noqa: E402
 from .deep_hals import DeepHALSSolver  # noqa: E402
 from .hals import HALSSolver  # noqa: E402
 from .mu import MUSolver  # noqa: E402
+from .relaxed_mu import RelaxedMUSolver  # noqa: E402
 
 #: Name → solver class. A new solver is one module and one line here.
 SOLVERS: dict[str, type[Solver]] = {
@@ -228,13 +229,18 @@ SOLVERS: dict[str, type[Solver]] = {
     "mu": MUSolver,
     "adam": AdamSolver,
     "deep_hals": DeepHALSSolver,
+    "relaxed_mu": RelaxedMUSolver,
 }
 
 
 def auto_solver(problem: Problem, *, batched: bool) -> str:
-    """``solver="auto"``: Adam on mini-batches, HALS for Frobenius, MU otherwise."""
+    """``solver="auto"``: Adam on mini-batches, HALS for Frobenius, over-relaxed
+    MU for a deep layer-centric KL fit, MU otherwise (one-layer KL stays
+    scikit-learn's ``mu`` iteration)."""
     if batched:
         return "adam"
+    if problem.beta == 1.0 and problem.deep and problem.loss == "layer":
+        return "relaxed_mu"
     return "hals" if problem.beta == 2.0 else "mu"
 
 
@@ -254,6 +260,7 @@ __all__ = [
     "HALSSolver",
     "MUSolver",
     "Problem",
+    "RelaxedMUSolver",
     "Solver",
     "auto_solver",
     "iterate",

@@ -25,6 +25,7 @@ from sknmf._torch.solvers import (
     DeepHALSSolver,
     HALSSolver,
     MUSolver,
+    RelaxedMUSolver,
     auto_solver,
     iterate,
     make_solver,
@@ -384,7 +385,7 @@ def test_hals_codes_in_blocks_equal_the_whole_given_the_sample_decision(ranks):
 
 
 def test_registry_names():
-    assert set(SOLVERS) == {"hals", "deep_hals", "mu", "adam"}
+    assert set(SOLVERS) == {"hals", "deep_hals", "mu", "adam", "relaxed_mu"}
     for name, cls in SOLVERS.items():
         assert cls.name == name
 
@@ -395,6 +396,8 @@ def test_registry_names():
         (2.0, (4,), False, HALSSolver),
         (1.0, (4,), False, MUSolver),
         (0.5, (5, 3), False, MUSolver),
+        # Deep layer-centric KL: over-relaxed MU (one layer keeps MU).
+        (1.0, (5, 3), False, RelaxedMUSolver),
         (2.0, (4,), True, AdamSolver),
         (1.0, (5, 3), True, AdamSolver),
         # auto picks HALS for Frobenius, which hands a deep problem to deep HALS.
@@ -407,7 +410,13 @@ def test_auto_resolution(beta, ranks, batched, expected):
     assert type(solver) is expected
     assert solver.problem is problem
     assert auto_solver(problem, batched=batched) == (
-        "adam" if batched else "hals" if beta == 2.0 else "mu"
+        "adam"
+        if batched
+        else "hals"
+        if beta == 2.0
+        else "relaxed_mu"
+        if beta == 1.0 and len(ranks) > 1
+        else "mu"
     )
 
 
