@@ -53,6 +53,7 @@ from . import Solver
 from .mu import (
     _EPS64,
     MUSolver,
+    mm_exponents,
     mu_apply,
     mu_num_den,
     solve_coupled,
@@ -67,14 +68,43 @@ from .mu import (
 OMEGA = 1.8
 
 
-def relaxed_step(M: torch.Tensor, num, den, omega: float = OMEGA) -> torch.Tensor:
-    """``M ⊙ t`` with ``t = (num/den)^ω`` where the KL majoriser allows it.
+def _expm1_over(c: float, s: torch.Tensor) -> torch.Tensor:
+    """``(e^(c s) - 1) / c`` (``s`` at ``c = 0``), exact near ``s = 0``."""
+    if c == 0.0:
+        return s.clone()
+    return torch.expm1(s * c).div_(c)
+
+
+def majoriser_change(s: torch.Tensor, r, a: float, b: float) -> torch.Tensor:
+    """``F_a(t) - r F_b(t)`` at ``t = e^s``: the MM majoriser's change per unit
+    of ``m_old P`` from ``t = 1`` (``F_e(t) = ∫_1^t u^e du``).
+
+    The majoriser's derivative in ``t = m/m_old`` is ``m_old (P t^a - N t^b)``
+    (Févotte & Idier 2011), so its change from the old point is
+    ``m_old (P F_a(t) - N F_b(t))``; ``r = N/P``.
+    """
+    Fb = _expm1_over(b + 1.0, s)
+    # r = 0 (N = 0) contributes nothing, even where F_b is infinite.
+    rFb = torch.where(torch.as_tensor(r) > 0, Fb.mul_(r), 0.0)
+    return _expm1_over(a + 1.0, s).sub_(rFb)
+
+
+def relaxed_step(
+    M: torch.Tensor, num, den, omega: float = OMEGA, beta: float = 1.0
+) -> torch.Tensor:
+    """``M ⊙ t`` with ``t = (num/den)^(γω)`` where the MM majoriser allows it.
 
     ``num``/``den`` are the MU numerator and denominator of ``M`` (``den``
     with the L1 penalty, broadcastable). An entry takes ``t = r^ω``
     (``r = num/den``) when the majoriser there is no higher than at the old
     value (``r^ω - 1 - ω r log r ≤ 0``), else the classic ``t = r``; ``den = 0``
     is guarded as in scikit-learn's MU. ``omega=1`` is plain MU.
+
+    Other ``beta``: with ``(a, b, γ)`` = :func:`~.mu.mm_exponents`, the
+    majoriser is ``m_old P (F_a(t) - r F_b(t))`` up to a constant,
+    ``F_e(t) = (t^(e+1) - 1)/(e+1)`` (``log t`` for ``e = -1``), minimised at
+    MU's ``t = r^γ``; ``t = r^(γω)`` is taken where
+    ``F_a(t) - r F_b(t) ≤ 0`` (:func:`majoriser_change`), MU's ``r^γ`` elsewhere.
 
     Examples
     --------
@@ -88,6 +118,15 @@ def relaxed_step(M: torch.Tensor, num, den, omega: float = OMEGA) -> torch.Tenso
     den = torch.as_tensor(den, dtype=M.dtype, device=M.device)
     den = torch.where(den == 0, EPSILON, den)
     r = num / den
+    if beta != 1.0:
+        a, b, gamma = mm_exponents(beta)
+        mu = M * r**gamma if gamma != 1.0 else M * r
+        if omega == 1.0:
+            return mu
+        s = r.log().mul_(gamma * omega)
+        gain = majoriser_change(s, r, a, b)
+        # NaN (0·inf at r = 0, or an overflow) fails the test: MU's step.
+        return torch.where(gain <= 0, M * s.exp(), mu)
     if omega == 1.0:
         return M * r
     t = r.log().mul_(omega).exp_()
@@ -95,6 +134,10 @@ def relaxed_step(M: torch.Tensor, num, den, omega: float = OMEGA) -> torch.Tenso
     # r = 0 (t = 0, the classic update's zero) finite.
     gain = (t - 1.0).sub_(torch.xlogy(r, r).mul_(omega))
     return M * torch.where(gain <= 0, t, r)
+
+
+def _zero_tiny(M, on: bool):
+    return torch.where(M < _EPS64, torch.zeros_like(M), M) if on else M
 
 
 class RelaxedMUSolver(MUSolver):
@@ -110,12 +153,6 @@ class RelaxedMUSolver(MUSolver):
 
     @classmethod
     def for_problem(cls, problem: Problem, *, batched: bool, **options) -> Solver:
-        if problem.beta != 1.0:
-            raise ValueError(
-                "solver='relaxed_mu' solves the Kullback-Leibler loss only "
-                f"(beta_loss='kullback-leibler'), got beta={problem.beta}; "
-                "use solver='mu' for other losses."
-            )
         if batched or (problem.deep and problem.loss != "layer"):
             # The online rule and the data-centric deep objective are plain MU's.
             return MUSolver(problem, **options)
@@ -137,8 +174,11 @@ class RelaxedMUSolver(MUSolver):
             return super().update_codes(X, Ws, Hs, state)
         caches = state.get("caches")
         cache = caches[0] if caches is not None else None
-        num, den = mu_num_den(X, None, Ws[0], Hs[0], 1.0, cache)
-        Ws[0] = relaxed_step(Ws[0], num, den + l1 if l1 else den)
+        beta = self.problem.beta
+        num, den = mu_num_den(X, None, Ws[0], Hs[0], beta, cache)
+        Ws[0] = _zero_tiny(
+            relaxed_step(Ws[0], num, den + l1 if l1 else den, beta=beta), beta < 1
+        )
         return None
 
     def _update_codes_deep(self, X, Ws, Hs, state):
@@ -147,13 +187,14 @@ class RelaxedMUSolver(MUSolver):
         p = self.problem
         reg = self.reg(state)
         L = len(Ws)
+        beta = p.beta
         Y = None
         for l in range(L):
             lam = p.weights[l]
             l1 = reg.l1_W[l] if reg is not None else 0.0
             l2 = reg.l2_W[l] if reg is not None else 0.0
             target = X if l == 0 else Ws[l - 1]
-            num, den = mu_num_den(target, None, Ws[l], Hs[l], 1.0, product=Y)
+            num, den = mu_num_den(target, None, Ws[l], Hs[l], beta, product=Y)
             if lam != 1.0:
                 num, den = lam * num, lam * den
             if l < L - 1:
@@ -161,33 +202,40 @@ class RelaxedMUSolver(MUSolver):
                 Y = Ws[l + 1] @ Hs[l + 1]
                 lam1 = p.weights[l + 1]
                 if l2 > 0 or lam1 == 0:
-                    Ws[l] = solve_coupled(Ws[l], num, den, lam1, Y, 1.0)
-                else:
+                    Ws[l] = solve_coupled(Ws[l], num, den, lam1, Y, beta)
+                elif beta == 1.0:
                     Ws[l] = relaxed_coupled(Ws[l], num.expand_as(Ws[l]), den, lam1, Y)
+                else:
+                    Ws[l] = relaxed_coupled_beta(Ws[l], num, den, lam1, Y, beta)
             elif l2 > 0:
-                Ws[l] = mu_apply(Ws[l], num, den, 1.0, l1, l2)
+                Ws[l] = mu_apply(Ws[l], num, den, mm_exponents(beta)[2], l1, l2)
             else:
-                Ws[l] = relaxed_step(Ws[l], num, den + l1 if l1 else den)
+                Ws[l] = relaxed_step(Ws[l], num, den + l1 if l1 else den, beta=beta)
+            # As MUSolver: scikit-learn's MU zeroes tiny codes for beta < 1.
+            Ws[l] = _zero_tiny(Ws[l], beta < 1)
 
     def update_weights(self, layers, stats, Hs, state, *, online=False):
         l1, l2 = self._penalties(state, "H")
+        beta = self.problem.beta
         if online or l2 > 0:
             return super().update_weights(layers, stats, Hs, state, online=online)
         if self.problem.deep:
             for l in layers:
                 num, den = stats[l]["num"], stats[l]["den"]
                 den = den + l1 if l1 else den
-                Hstar = solve_simplex_rows(Hs[l], num, den, 1.0)
-                if den.shape[-1] == 1:
+                Hstar = solve_simplex_rows(Hs[l], num, den, beta)
+                if beta != 1.0:
+                    Hstar = relaxed_simplex_rows_beta(Hs[l], Hstar, num, den, beta)
+                elif den.shape[-1] == 1:
                     # P constant along each row: the majoriser on the simplex
                     # is relaxed_simplex_rows's (always so for KL without L2).
                     Hstar = relaxed_simplex_rows(Hs[l], Hstar, num)
                 Hs[l] = Hstar
             return None
         num, den = stats[0]["num"], stats[0]["den"]
-        H = relaxed_step(Hs[0], num, den + l1 if l1 else den)
+        H = relaxed_step(Hs[0], num, den + l1 if l1 else den, beta=beta)
         # scikit-learn's MU zeroes tiny weights for beta <= 1.
-        Hs[0] = torch.where(H < _EPS64, torch.zeros_like(H), H)
+        Hs[0] = _zero_tiny(H, beta <= 1)
         return None
 
 
@@ -251,3 +299,71 @@ def relaxed_simplex_rows(H0, Hstar, num, omega: float = OMEGA):
         c, torch.where(alive, H0, one)
     ).sum(1)
     return torch.where(better[:, None], h, Hstar)
+
+
+def _divergence_change(W0, s, Y, beta: float):
+    """``d_β(w | y) - d_β(w_old | y)`` at ``w = w_old e^s`` (``beta != 1``).
+
+    ``d_β(w | y) = (w^β + (β-1) y^β - β w y^(β-1)) / (β(β-1))``, so the change is
+    ``(w_old^β (e^(βs) - 1)/β - (w - w_old) y^(β-1)) / (β-1)``; at ``β = 0``
+    (Itakura-Saito) ``(e^(βs) - 1)/β`` is ``s``.
+    """
+    first = _expm1_over(beta, s).mul_(W0**beta)
+    second = torch.expm1(s).mul_(W0).mul_(Y ** (beta - 1.0))
+    return first.sub_(second).div_(beta - 1.0)
+
+
+def relaxed_coupled_beta(Wt, num, den, lam: float, Y, beta: float, omega=OMEGA):
+    """The coupled step of an inner code for ``beta != 1``, over-relaxed.
+
+    Per entry ``φ(w) = w_old (P F_a(t) - N F_b(t)) + lam·d_β(w | y)`` (the
+    layer's MM majoriser, :func:`majoriser_change`, plus the exact next-layer
+    term; ``t = w / w_old``). Its minimiser ``w*`` is :func:`~.mu.solve_coupled`'s
+    (safeguarded Newton: ``w*`` lies between ``w_old`` and the minimiser, so
+    ``φ(w*) ≤ φ(w_old)``). The entry takes ``w_old (w*/w_old)^ω`` where ``φ``
+    there, evaluated exactly, is no higher than at ``w_old``; ``w*`` elsewhere.
+    """
+    a, b, _ = mm_exponents(beta)
+    star = solve_coupled(Wt, num, den, lam, Y, beta)
+    P = torch.where(den == 0, EPSILON, den)
+    Y = Y.clamp_min(EPSILON)
+    alive = (Wt > 0) & (star > 0)
+    one = torch.ones((), dtype=Wt.dtype, device=Wt.device)
+    W0 = torch.where(alive, Wt, one)
+    lw0 = W0.log()
+    s = torch.where(alive, star, one).log().sub_(lw0).mul_(omega)
+    own = _expm1_over(a + 1.0, s).mul_(P)
+    Fb = _expm1_over(b + 1.0, s)
+    own -= torch.where(num > 0, Fb.mul_(num), 0.0)
+    dphi = own.mul_(W0).add_(_divergence_change(W0, s, Y, beta).mul_(lam))
+    w = (lw0 + s).exp()
+    return torch.where(alive & (dphi <= 0), w, star)
+
+
+def relaxed_simplex_rows_beta(H0, Hstar, num, den, beta: float, omega=OMEGA):
+    """Over-relax the simplex step of a deep weight for ``beta != 1``.
+
+    Row ``k``'s majoriser changes by ``Σ_j h_old_j (P_j F_a(t_j) - N_j F_b(t_j))``
+    (``t = h / h_old``, :func:`majoriser_change`). ``Hstar`` is
+    :func:`~.mu.solve_simplex_rows`'s minimiser on the simplex; the row
+    ``h ∝ h_old (Hstar/h_old)^ω`` (normalised) is taken where that change is
+    ``≤ 0``, ``Hstar`` elsewhere.
+    """
+    a, b, _ = mm_exponents(beta)
+    alive = (H0 > 0) & (Hstar > 0)
+    one = torch.ones((), dtype=H0.dtype, device=H0.device)
+    lh0 = torch.where(alive, H0, one).log()
+    lh = lh0 + torch.where(alive, Hstar, one).log().sub_(lh0).mul_(omega)
+    lh = torch.where(alive, lh, -torch.inf)
+    top = lh.max(1, keepdim=True).values
+    lh = lh - torch.where(torch.isfinite(top), top, 0.0)
+    h = lh.exp()
+    h = h / h.sum(1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
+    # t = h / h_old in logs; entries with h_old = 0 stay zero and add nothing.
+    s = torch.where(H0 > 0, h.log() - torch.where(H0 > 0, H0, one).log(), 0.0)
+    P = torch.where(den == 0, EPSILON, den).expand_as(H0)
+    N = num.expand_as(H0)
+    Fb = _expm1_over(b + 1.0, s)
+    change = _expm1_over(a + 1.0, s).mul_(P) - torch.where(N > 0, Fb * N, 0.0)
+    change = torch.where(H0 > 0, change * H0, 0.0).sum(1)
+    return torch.where((change <= 0)[:, None], h, Hstar)

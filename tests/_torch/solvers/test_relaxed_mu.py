@@ -24,18 +24,22 @@ from sknmf._torch.solvers import (
 from sknmf._torch.solvers.mu import solve_coupled, solve_simplex_rows
 from sknmf._torch.solvers.relaxed_mu import (
     OMEGA,
+    majoriser_change,
     relaxed_coupled,
+    relaxed_coupled_beta,
     relaxed_simplex_rows,
+    relaxed_simplex_rows_beta,
     relaxed_step,
 )
 
 T = torch.from_numpy
 
 
-def _data(ranks, n=30, m=12, seed=0):
+def _data(ranks, n=30, m=12, seed=0, zeros=True):
     rng = np.random.RandomState(seed)
     X = rng.rand(n, m) + 0.05
-    X[rng.rand(n, m) < 0.15] = 0.0
+    if zeros:  # beta <= 0 needs X > 0
+        X[rng.rand(n, m) < 0.15] = 0.0
     widths = [m, *ranks[:-1]]
     Ws = [T(rng.rand(n, r) + 0.1) for r in ranks]
     Hs = [T(rng.rand(r, w) + 0.1) for r, w in zip(ranks, widths)]
@@ -44,7 +48,7 @@ def _data(ranks, n=30, m=12, seed=0):
     return T(X), Ws, Hs
 
 
-def _problem(ranks, reg=None, n=30, m=12, loss="layer"):
+def _problem(ranks, reg=None, n=30, m=12, loss="layer", beta=1.0):
     weights = [1.0, 0.5, 0.25][: len(ranks)] if len(ranks) > 1 else [1.0]
     r = None
     if reg is not None:
@@ -52,7 +56,7 @@ def _problem(ranks, reg=None, n=30, m=12, loss="layer"):
         r = Regularization(
             n, [m, *ranks[:-1]], alpha_W=alpha, alpha_H=alpha, l1_ratio=l1_ratio
         )
-    return Problem(1.0, loss, weights, r)
+    return Problem(beta, loss, weights, r)
 
 
 def _objective(X, Ws, Hs, problem):
@@ -61,7 +65,7 @@ def _objective(X, Ws, Hs, problem):
     total = 0.0
     for l, lam in enumerate(problem.weights):
         target = X if l == 0 else Ws[l - 1]
-        total += lam * _beta_divergence(target, Ws[l], Hs[l], 1.0)
+        total += lam * _beta_divergence(target, Ws[l], Hs[l], problem.beta)
     reg = problem.reg
     if reg is not None:
         for l, W in enumerate(Ws):
@@ -249,11 +253,12 @@ def test_relaxed_reaches_lower_objective_than_mu_in_as_many_iterations():
 # -- the protocol ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.0, 1.5])
 @pytest.mark.parametrize("update_H", [True, False])
 @pytest.mark.parametrize("ranks", [(4,), (5, 3)])
-def test_update_codes_is_row_local(ranks, update_H):
-    X, Ws, Hs = _data(ranks, seed=7)
-    solver = make_solver("relaxed_mu", _problem(ranks), batched=False)
+def test_update_codes_is_row_local(ranks, update_H, beta):
+    X, Ws, Hs = _data(ranks, seed=7, zeros=beta > 0)
+    solver = make_solver("relaxed_mu", _problem(ranks, beta=beta), batched=False)
 
     def codes(X, Ws):
         Ws = [W.clone() for W in Ws]
@@ -270,10 +275,11 @@ def test_update_codes_is_row_local(ranks, update_H):
             torch.testing.assert_close(Wp, Ww[idx], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.0, 1.5])
 @pytest.mark.parametrize("ranks", [(4,), (5, 3)])
-def test_statistics_are_summable_and_the_weights_follow_them(ranks):
-    X, Ws, Hs = _data(ranks, seed=8)
-    solver = make_solver("relaxed_mu", _problem(ranks), batched=False)
+def test_statistics_are_summable_and_the_weights_follow_them(ranks, beta):
+    X, Ws, Hs = _data(ranks, seed=8, zeros=beta > 0)
+    solver = make_solver("relaxed_mu", _problem(ranks, beta=beta), batched=False)
     state = solver.start(X, Ws, Hs, update_H=True)
     layers = list(range(len(ranks)))
     whole = solver.statistics(X, Ws, Hs, layers, state)
@@ -295,8 +301,11 @@ def test_statistics_are_summable_and_the_weights_follow_them(ranks):
 
 
 def test_for_problem():
-    with pytest.raises(ValueError, match="kullback-leibler"):
-        make_solver("relaxed_mu", Problem(2.0, "layer", [1.0]), batched=False)
+    for beta in (0.0, 0.5, 1.5, 2.0, 3.0):
+        problem = Problem(beta, "layer", [1.0])
+        assert (
+            type(make_solver("relaxed_mu", problem, batched=False)) is RelaxedMUSolver
+        )
     # Mini-batches (the online rule) and the data-centric objective: plain MU.
     assert type(make_solver("relaxed_mu", _problem((4,)), batched=True)) is MUSolver
     data = _problem((5, 3), loss="data")
@@ -337,3 +346,277 @@ def test_steps_in_both_precisions_on_degenerate_shapes(dtype):
         assert out.dtype == dtype
         assert torch.isfinite(out).all() and (out >= 0).all()
         assert out[0, 2] == 0
+
+
+# -- other betas -------------------------------------------------------------------
+#
+# The references below are built in numpy from Févotte & Idier (2011): the
+# auxiliary function of D_β(X | W H) in H takes Jensen's inequality on the
+# convex part of d_β(x | y) in y and the tangent on the concave part.
+
+BETAS = [0.0, 0.5, 1.5, 3.0]
+
+
+def _exponents(beta):
+    # Févotte & Idier (2011), derivative of the auxiliary in t = h/h_old:
+    # P t^a - N t^b; MU's exponent is 1 / (a - b).
+    if beta < 1:
+        return 0.0, beta - 2.0, 1.0 / (2.0 - beta)
+    if beta > 2:
+        return beta - 1.0, 0.0, 1.0 / (beta - 1.0)
+    return beta - 1.0, beta - 2.0, 1.0
+
+
+def _F(e, t):
+    """∫_1^t u^e du."""
+    return np.log(t) if e == -1.0 else (t ** (e + 1.0) - 1.0) / (e + 1.0)
+
+
+def _parts(beta):
+    """(convex, concave, d concave/dy, constant in x) parts of d_β(x | y) in y."""
+    if beta == 0.0:
+        return (
+            lambda x, y: x / y,
+            lambda x, y: np.log(y),
+            lambda x, y: 1 / y,
+            lambda x: -np.log(x) - 1,
+        )
+    const = lambda x: x**beta / (beta * (beta - 1))  # noqa: E731
+    pos = lambda x, y: y**beta / beta  # noqa: E731
+    neg = lambda x, y: -x * y ** (beta - 1) / (beta - 1)  # noqa: E731
+    if beta < 1:
+        return neg, lambda x, y: y**beta / beta, lambda x, y: y ** (beta - 1), const
+    if beta <= 2:
+        return lambda x, y: pos(x, y) + neg(x, y), None, None, const
+    return pos, neg, lambda x, y: -x * y ** (beta - 2), const
+
+
+def _auxiliary(X, W, H, Ht, beta):
+    """G(H | Ht) ≥ D_β(X | W H), equal at H = Ht (numpy, from the definition)."""
+    convex, concave, dconcave, const = _parts(beta)
+    Yt = W @ Ht
+    lam = W[:, :, None] * Ht[None] / Yt[:, None, :]  # Jensen weights (i, k, j)
+    x = X[:, None, :]
+    G = (lam * convex(x, Yt[:, None, :] * (H / Ht)[None])).sum(1)
+    if concave is not None:
+        Y = W @ H
+        G = G + concave(X, Yt) + dconcave(X, Yt) * (Y - Yt)
+    return float((G + const(X)).sum())
+
+
+def _mu_num_den(X, W, Ht, beta):
+    Yt = W @ Ht
+    return W.T @ (X * Yt ** (beta - 2)), W.T @ Yt ** (beta - 1)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_majoriser_change_is_the_auxiliary_functions(beta):
+    rng = np.random.RandomState(10)
+    X = rng.rand(7, 6) + 0.1
+    W = rng.rand(7, 3) + 0.1
+    Ht = rng.rand(3, 6) + 0.1
+    D = lambda H: _beta_divergence(X, W, H, beta)  # noqa: E731
+    np.testing.assert_allclose(_auxiliary(X, W, Ht, Ht, beta), D(Ht), rtol=1e-12)
+    N, P = _mu_num_den(X, W, Ht, beta)
+    a, b, _ = _exponents(beta)
+    for _ in range(20):
+        H = Ht * np.exp(rng.uniform(-2, 2, Ht.shape))
+        G = _auxiliary(X, W, H, Ht, beta)
+        assert G >= D(H) - 1e-10 * abs(D(H))
+        # The code's per-entry change, times m_old P, sums to G's change.
+        s = T(np.log(H / Ht))
+        change = majoriser_change(s, T(N / P), a, b).numpy() * Ht * P
+        np.testing.assert_allclose(
+            change.sum(), G - D(Ht), rtol=1e-9, atol=1e-10 * abs(D(Ht))
+        )
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_mu_step_minimises_the_auxiliary_function_brute_force(beta):
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.RandomState(11)
+    X = rng.rand(6, 5) + 0.1
+    W = rng.rand(6, 2) + 0.1
+    Ht = rng.rand(2, 5) + 0.1
+    N, P = _mu_num_den(X, W, Ht, beta)
+    mu = relaxed_step(T(Ht), T(N), T(P), omega=1.0, beta=beta).numpy()
+    for k, j in [(0, 0), (1, 3), (0, 4)]:
+
+        def G(s, k=k, j=j):
+            H = Ht.copy()
+            H[k, j] *= np.exp(s)
+            return _auxiliary(X, W, H, Ht, beta)
+
+        s = minimize_scalar(
+            G, bounds=(-8, 8), method="bounded", options={"xatol": 1e-10}
+        ).x
+        np.testing.assert_allclose(Ht[k, j] * np.exp(s), mu[k, j], rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_relaxed_step_never_raises_the_majoriser_any_beta(beta):
+    rng = np.random.RandomState(12)
+    M = rng.rand(400) + 0.01
+    N = np.exp(rng.uniform(-6, 6, 400))
+    N[:5] = 0.0
+    P = np.exp(rng.uniform(-3, 3, 400))
+    a, b, gamma = _exponents(beta)
+    new = relaxed_step(T(M), T(N), T(P), beta=beta).numpy()
+    t = new / M
+    r = N / P
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.where(t > 0, _F(a, t) - np.where(N > 0, r * _F(b, t), 0), -1)
+        cand = r ** (gamma * OMEGA)
+        passes = _F(a, cand) - np.where(N > 0, r * _F(b, cand), 0) <= 0
+    assert np.all(change[5:] <= 1e-12 * (1 + r[5:]))
+    np.testing.assert_allclose(t, np.where(passes, cand, r**gamma), rtol=1e-10)
+    if beta == 0.0:
+        # Itakura-Saito: in s = log t the majoriser, e^s - 1 + r (e^-s - 1),
+        # is symmetric about its minimiser, so every ω ≤ 2 passes.
+        assert np.all(passes)
+    else:
+        assert 0 < np.mean(passes) < 1
+    assert np.all(new[:5] == 0)
+
+
+def _d(x, y, beta):
+    if beta == 0.0:
+        return x / y - np.log(x / y) - 1
+    return (x**beta + (beta - 1) * y**beta - beta * x * y ** (beta - 1)) / (
+        beta * (beta - 1)
+    )
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_relaxed_coupled_beta_never_raises_the_entry_function(beta):
+    rng = np.random.RandomState(13)
+    shape = (80, 5)
+    w_old = np.exp(rng.uniform(-3, 2, shape))
+    num = np.exp(rng.uniform(-3, 3, shape))
+    den = np.exp(rng.uniform(-2, 2, shape))
+    y = np.exp(rng.uniform(-3, 2, shape))
+    lam = 0.7
+    a, b, _ = _exponents(beta)
+
+    def phi(w):
+        t = w / w_old
+        return w_old * (den * _F(a, t) - num * _F(b, t)) + lam * _d(w, y, beta)
+
+    new = relaxed_coupled_beta(T(w_old), T(num), T(den), lam, T(y), beta).numpy()
+    star = solve_coupled(T(w_old), T(num), T(den), lam, T(y), beta).numpy()
+    assert np.all(phi(new) <= phi(w_old) + 1e-10 * np.abs(phi(w_old)) + 1e-12)
+    relaxed = w_old * (star / w_old) ** OMEGA
+    took = ~np.isclose(new, star, rtol=1e-9)
+    assert took.any() and (~took).any()
+    np.testing.assert_allclose(new[took], relaxed[took], rtol=1e-8)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_relaxed_simplex_rows_beta_lower_the_majoriser(beta):
+    rng = np.random.RandomState(14)
+    H = rng.rand(8, 9) + 0.01
+    H[0, 2] = 0.0
+    H /= H.sum(1, keepdims=True)
+    num = np.exp(rng.uniform(-2, 2, (8, 9)))
+    den = np.exp(rng.uniform(-1, 1, (8, 9)))
+    a, b, _ = _exponents(beta)
+    star = solve_simplex_rows(T(H), T(num), T(den), beta)
+    new = relaxed_simplex_rows_beta(T(H), star, T(num), T(den), beta).numpy()
+    np.testing.assert_allclose(new.sum(1), 1.0, rtol=1e-12)
+    assert new[0, 2] == 0
+
+    def change(h):
+        t = np.where(H > 0, h / np.where(H > 0, H, 1), 1)
+        return np.sum(H * (den * _F(a, t) - num * _F(b, t)), axis=1)
+
+    assert np.all(change(new) <= 1e-12)
+    # Rows not at the minimiser are at the normalised relaxed point.
+    star = star.numpy()
+    relaxed = np.where(H > 0, H * (star / np.where(H > 0, H, 1)) ** OMEGA, 0)
+    relaxed /= relaxed.sum(1, keepdims=True)
+    took = ~np.all(np.isclose(new, star, rtol=1e-9), axis=1)
+    assert took.any()
+    np.testing.assert_allclose(new[took], relaxed[took], rtol=1e-8)
+
+
+BETA_CASES = [
+    ((4,), None),
+    ((4,), (0.02, 1.0)),
+    ((5, 3), None),
+    ((5, 3, 2), None),
+    ((5, 3), (0.02, 1.0)),
+    ((5, 3), (0.02, 0.5)),
+]
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("ranks, reg", BETA_CASES, ids=str)
+def test_objective_never_increases_any_beta(ranks, reg, beta):
+    X, Ws, Hs = _data(ranks, zeros=beta > 0)
+    problem = _problem(ranks, reg, beta=beta)
+    solver = make_solver("relaxed_mu", problem, batched=False)
+    state = solver.start(X, Ws, Hs, update_H=True)
+    values = [_objective(X, Ws, Hs, problem)]
+    for _ in range(25):
+        total, _, _ = iterate(solver, X, Ws, Hs, state)
+        values.append(_objective(X, Ws, Hs, problem))
+        np.testing.assert_allclose(float(total), values[-1], rtol=1e-9)
+    for before, after in zip(values, values[1:]):
+        assert after <= before * (1 + 1e-12), values
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_relaxed_ends_below_mu_any_beta(beta):
+    # As for KL: a check that the relaxation acts, not a guarantee.
+    X, Ws, Hs = _data((5, 3), n=80, m=20, seed=6, zeros=beta > 0)
+    problem = _problem((5, 3), n=80, m=20, beta=beta)
+    out = []
+    for name in ("mu", "relaxed_mu"):
+        W_, H_ = [W.clone() for W in Ws], [H.clone() for H in Hs]
+        solver = make_solver(name, problem, batched=False)
+        state = solver.start(X, W_, H_, update_H=True)
+        for _ in range(60):
+            iterate(solver, X, W_, H_, state, need_loss=False)
+        out.append(_objective(X, W_, H_, problem))
+    assert out[1] < out[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beta", [0.5, 1.5])
+def test_one_layer_fit_reaches_a_kkt_point_any_beta(beta):
+    rng = np.random.RandomState(5)
+    X = T(rng.rand(20, 8) @ rng.rand(8, 10) + 0.01 * rng.rand(20, 10) + 0.01)
+    Ws, Hs = [T(rng.rand(20, 3) + 0.1)], [T(rng.rand(3, 10) + 0.1)]
+    problem = _problem((3,), n=20, m=10, beta=beta)
+    solver = make_solver("relaxed_mu", problem, batched=False)
+    state = solver.start(X, Ws, Hs, update_H=True)
+    for _ in range(4000):
+        iterate(solver, X, Ws, Hs, state, need_loss=False)
+    W, H, X = Ws[0].numpy(), Hs[0].numpy(), X.numpy()
+    Y = W @ H
+    G = Y ** (beta - 1) - X * Y ** (beta - 2)  # d/dY of D_β
+    scale = np.abs(G).sum(0).max()
+    for M, g in ((W, G @ H.T), (H, W.T @ G)):
+        assert g.min() >= -1e-6 * scale
+        assert np.abs(M * g).max() <= 1e-6 * np.abs(M).max() * scale
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_beta_steps_in_both_precisions_on_degenerate_shapes(dtype, beta):
+    W = torch.tensor([[1e-30, 1e15, 0.0, 1.0]], dtype=dtype)
+    num = torch.tensor([[1e-20, 1e10, 1.0, 0.0]], dtype=dtype)
+    den = torch.ones(1, 4, dtype=dtype)
+    for out in (
+        relaxed_step(W, num, den, beta=beta),
+        relaxed_coupled_beta(W, num, den, 0.5, torch.full_like(W, 1e-3), beta),
+    ):
+        assert out.dtype == dtype
+        assert torch.isfinite(out).all() and (out >= 0).all()
+        assert out[0, 2] == 0
+    H = torch.tensor([[1.0], [0.0]], dtype=dtype)
+    star = torch.tensor([[1.0], [0.0]], dtype=dtype)
+    num = torch.tensor([[0.0119], [0.5]], dtype=dtype)
+    out = relaxed_simplex_rows_beta(H, star, num, torch.ones_like(H), beta)
+    assert torch.equal(out, star)
