@@ -101,15 +101,15 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         ``"deep_hals"``; the data-centric loss and mini-batches of deep models
         use multiplicative updates).
         ``"relaxed_mu"``: multiplicative updates over-relaxed where their
-        majoriser allows it (still monotone), Kullback-Leibler loss only; on
+        majoriser allows it (still monotone), any ``beta_loss``; on
         mini-batches and with ``loss="data"`` it runs ``"mu"``.
         ``"adam"``: codes by multiplicative updates, weights by projected Adam
         steps. With ``batch_size`` set, ``"mu"`` and ``"hals"`` follow the
         online rule (running statistics weighted by ``forget_factor``, as
         :class:`sklearn.decomposition.MiniBatchNMF`). ``"auto"``: ``"hals"``
         for the Frobenius loss on full batches, ``"adam"`` when ``batch_size``
-        is set, ``"relaxed_mu"`` for the fine-tuning of a deep model with the
-        Kullback-Leibler loss and ``loss="layer"`` (one-layer fits and each
+        is set, ``"relaxed_mu"`` for the fine-tuning of a deep model with
+        ``0 <= beta_loss < 2`` and ``loss="layer"`` (one-layer fits and each
         layer's pretraining keep ``"mu"``, scikit-learn's iteration),
         ``"mu"`` otherwise; in :meth:`partial_fit`, ``"hals"`` for the
         Frobenius loss and ``"mu"`` otherwise (the online weight update is

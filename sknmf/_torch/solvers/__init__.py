@@ -235,11 +235,12 @@ SOLVERS: dict[str, type[Solver]] = {
 
 def auto_solver(problem: Problem, *, batched: bool) -> str:
     """``solver="auto"``: Adam on mini-batches, HALS for Frobenius, over-relaxed
-    MU for a deep layer-centric KL fit, MU otherwise (one-layer KL stays
-    scikit-learn's ``mu`` iteration)."""
+    MU for a deep layer-centric fit with ``0 <= beta < 2`` (measured faster
+    than MU for Itakura-Saito, 0.5, KL and 1.5), MU otherwise (one-layer fits
+    stay scikit-learn's ``mu`` iteration)."""
     if batched:
         return "adam"
-    if problem.beta == 1.0 and problem.deep and problem.loss == "layer":
+    if 0.0 <= problem.beta < 2.0 and problem.deep and problem.loss == "layer":
         return "relaxed_mu"
     return "hals" if problem.beta == 2.0 else "mu"
 

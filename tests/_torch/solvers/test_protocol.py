@@ -395,9 +395,13 @@ def test_registry_names():
     [
         (2.0, (4,), False, HALSSolver),
         (1.0, (4,), False, MUSolver),
-        (0.5, (5, 3), False, MUSolver),
-        # Deep layer-centric KL: over-relaxed MU (one layer keeps MU).
+        (0.5, (4,), False, MUSolver),
+        (3.0, (5, 3), False, MUSolver),
+        # Deep layer-centric, 0 <= beta < 2: over-relaxed MU (one layer keeps MU).
         (1.0, (5, 3), False, RelaxedMUSolver),
+        (0.5, (5, 3), False, RelaxedMUSolver),
+        (0.0, (5, 3), False, RelaxedMUSolver),
+        (1.5, (5, 3), False, RelaxedMUSolver),
         (2.0, (4,), True, AdamSolver),
         (1.0, (5, 3), True, AdamSolver),
         # auto picks HALS for Frobenius, which hands a deep problem to deep HALS.
@@ -415,7 +419,7 @@ def test_auto_resolution(beta, ranks, batched, expected):
         else "hals"
         if beta == 2.0
         else "relaxed_mu"
-        if beta == 1.0 and len(ranks) > 1
+        if 0.0 <= beta < 2.0 and len(ranks) > 1
         else "mu"
     )
 

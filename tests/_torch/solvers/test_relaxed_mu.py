@@ -321,10 +321,18 @@ def test_for_problem():
         ((5, 3), "layer", True, "adam"),
     ],
 )
-def test_auto_picks_relaxed_mu_for_deep_layer_centric_kl(
-    ranks, loss, batched, expected
+@pytest.mark.parametrize("beta", [1.0, 0.0, 0.5, 1.5])
+def test_auto_picks_relaxed_mu_for_deep_layer_centric_fits(
+    ranks, loss, batched, expected, beta
 ):
-    assert auto_solver(_problem(ranks, loss=loss), batched=batched) == expected
+    problem = _problem(ranks, loss=loss, beta=beta)
+    assert auto_solver(problem, batched=batched) == expected
+
+
+@pytest.mark.parametrize("beta", [-0.5, 2.0, 3.0])
+def test_auto_keeps_other_betas_off_relaxed_mu(beta):
+    # Not measured (beta < 0, beta > 2) or HALS's (Frobenius).
+    assert auto_solver(_problem((5, 3), beta=beta), batched=False) != "relaxed_mu"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
