@@ -5,7 +5,10 @@ entry's (or row's) majoriser is no higher at the new point than at the old
 one; the objective, from scikit-learn's ``_beta_divergence``, never increases;
 at convergence a one-layer fit satisfies the KKT conditions of KL-NMF. The
 protocol's properties (row-local codes, summable statistics) are checked on
-blocks of rows, as for the other solvers.
+blocks of rows, as for the other solvers. Other betas: the per-entry
+majoriser is checked against Févotte & Idier's auxiliary function built in
+numpy from its definition, and MU's step against its brute-force minimiser
+(scipy).
 """
 
 import numpy as np
