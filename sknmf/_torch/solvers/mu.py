@@ -417,7 +417,12 @@ def solve_simplex_rows(Ht, num, den, beta: float):
             lo = torch.where(pos, mid, lo)
             hi = torch.where(pos, hi, mid)
         H = Ht * _simplex_t((0.5 * (lo + hi))[:, None], P, Nsafe, a, b, beta)
-    return H / H.sum(1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
+    total = H.sum(1, keepdim=True)
+    # A row whose component no code uses (num = den = 0) has no minimiser:
+    # the steps above give 0 or inf/inf there. Like a HALS component with a
+    # zero Gram diagonal (hals._scaled_system), it stays as it is.
+    kept = ~(torch.isfinite(total) & (total > 0))
+    return torch.where(kept, Ht, H / torch.where(kept, 1.0, total))
 
 
 class MUSolver(Solver):

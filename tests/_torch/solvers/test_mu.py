@@ -270,6 +270,47 @@ def test_solve_simplex_rows_is_the_minimiser(beta, seed):
         assert f(got[i]) <= f(Ht[i]) + 1e-12 * (1 + abs(f(Ht[i])))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", [2.0, 1.0, 0.5, 0.0, 1.5])
+def test_solve_simplex_rows_keeps_rows_without_a_minimiser(beta, dtype):
+    # Two rows have no minimiser on the simplex and stay as they are: one
+    # whose component no code uses (num = den = 0, so it does not enter the
+    # objective), and one a beta <= 1 pretraining zeroed (multiplicative
+    # updates cannot move a zero; it gave NaN weights in an Itakura-Saito fit
+    # of one tiny value). The other row is the one the brute force finds.
+    rng = np.random.RandomState(3)
+    k, m = 3, 4
+    Ht = rng.rand(k, m) + 0.05
+    Ht /= Ht.sum(1, keepdims=True)
+    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-1, 1, (k, m)))
+    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-1, 1, (k, m)))
+    num[1], den[1] = 0.0, 0.0
+    Ht[2] = 0.0
+    got = solve_simplex_rows(
+        torch.tensor(Ht, dtype=dtype),
+        torch.tensor(num, dtype=dtype),
+        torch.tensor(den, dtype=dtype),
+        beta,
+    ).numpy()
+    assert np.isfinite(got).all()
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    np.testing.assert_allclose(got[1:], Ht[1:], rtol=tol, atol=0)
+    h_ref, _ = _simplex_brute(Ht[0], den[0], num[0], beta)
+    np.testing.assert_allclose(got[0], h_ref, atol=2e-5 if tol < 1e-9 else 1e-4)
+
+
+def test_deep_itakura_saito_fit_of_a_tiny_value_stays_finite():
+    # The regression the test above pins down, through the facade.
+    from sknmf import DeepNMF
+
+    X = np.array([[7e-10]], dtype=np.float32)
+    for solver in ("mu", "auto"):
+        model = DeepNMF((2, 1, 1), beta_loss=0.0, solver=solver, random_state=75)
+        codes = model.fit_transform(X)
+        assert all(np.isfinite(H).all() for H in model.layer_components_)
+        assert np.isfinite(codes).all()
+
+
 def test_solve_simplex_rows_kl_with_a_row_denominator():
     # beta = 1 without L2: the denominator is one value per row (W's column
     # sums) and the minimiser is h ∝ h_old * N in closed form.
