@@ -299,6 +299,55 @@ def test_solve_simplex_rows_keeps_rows_without_a_minimiser(beta, dtype):
     np.testing.assert_allclose(got[0], h_ref, atol=2e-5 if tol < 1e-9 else 1e-4)
 
 
+def _simplex_row_brentq(h_old, P, N, beta):
+    """The row's stationary point for 1 < beta < 2 by nested root finding in
+    scipy: each t_j(mu) solves P t^(beta-1) - N t^(beta-2) + mu = 0 (for
+    N = 0: t = (max(-mu, 0) / P)^(1 / (beta-1))), and mu makes the row sum
+    h_old_j t_j to one."""
+    from scipy.optimize import brentq
+
+    a, b = beta - 1.0, beta - 2.0
+
+    def t_one(p, n, mu):
+        if n == 0:
+            return (max(-mu, 0.0) / p) ** (1.0 / a)
+
+        def g(s):
+            return p * np.exp(a * s) - n * np.exp(b * s) + mu
+
+        return np.exp(brentq(g, -300.0, 300.0, xtol=1e-14))
+
+    def t_of(mu):
+        return np.array([t_one(p, n, mu) for p, n in zip(P, N)])
+
+    mu = brentq(lambda m: (h_old * t_of(m)).sum() - 1.0, -1e3, 1e3, xtol=1e-14)
+    return h_old * t_of(mu)
+
+
+@pytest.mark.parametrize("beta", [1.2, 1.5, 1.8])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_solve_simplex_rows_between_one_and_two_against_scipy(beta, dtype):
+    # Entries over six orders of magnitude and some zero numerators: the
+    # nested safeguarded Newton solve lands on scipy's nested roots.
+    rng = np.random.RandomState(5)
+    k, m = 4, 7
+    Ht = rng.rand(k, m) + 0.05
+    Ht /= Ht.sum(1, keepdims=True)
+    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-3, 3, (k, m)))
+    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-3, 3, (k, m)))
+    num[0, :2] = 0.0
+    got = solve_simplex_rows(
+        torch.tensor(Ht, dtype=dtype),
+        torch.tensor(num, dtype=dtype),
+        torch.tensor(den, dtype=dtype),
+        beta,
+    ).numpy()
+    tol = 1e-9 if dtype == torch.float64 else 2e-5
+    for i in range(k):
+        ref = _simplex_row_brentq(Ht[i], den[i], num[i], beta)
+        np.testing.assert_allclose(got[i], ref / ref.sum(), atol=tol)
+
+
 def test_deep_itakura_saito_fit_of_a_tiny_value_stays_finite():
     # The regression the test above pins down, through the facade.
     from sknmf import DeepNMF
