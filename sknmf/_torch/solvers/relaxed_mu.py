@@ -293,14 +293,9 @@ def relaxed_coupled(Wt, num, den, lam: float, Y, omega: float = OMEGA):
     return torch.where(alive, out, 0.0)
 
 
-def relaxed_simplex_rows(H0, Hstar, num, omega: float = OMEGA):
-    """Over-relax the simplex step of a deep weight (KL, row-constant ``P``).
-
-    On the simplex the majoriser of row ``k`` is ``-Σ_j c_j log h_j`` plus a
-    constant (``c = num·h_old``), minimised at ``Hstar = c / Σ c``. The row
-    ``h ∝ h_old (Hstar/h_old)^ω`` (normalised) is taken where the majoriser is
-    no higher there than at ``h_old``, ``Hstar`` elsewhere.
-    """
+def _relaxed_rows(H0, Hstar, omega: float):
+    """The normalised rows ``∝ h_old (Hstar/h_old)^ω``, computed in logs, with
+    the mask of entries positive in both and a scalar one of their dtype."""
     alive = (H0 > 0) & (Hstar > 0)
     one = torch.ones((), dtype=H0.dtype, device=H0.device)
     lh0 = torch.where(alive, H0, one).log()
@@ -312,6 +307,18 @@ def relaxed_simplex_rows(H0, Hstar, num, omega: float = OMEGA):
     lh = lh - torch.where(torch.isfinite(top), top, 0.0)
     h = lh.exp()
     h = h / h.sum(1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
+    return h, alive, one
+
+
+def relaxed_simplex_rows(H0, Hstar, num, omega: float = OMEGA):
+    """Over-relax the simplex step of a deep weight (KL, row-constant ``P``).
+
+    On the simplex the majoriser of row ``k`` is ``-Σ_j c_j log h_j`` plus a
+    constant (``c = num·h_old``), minimised at ``Hstar = c / Σ c``. The row
+    ``h ∝ h_old (Hstar/h_old)^ω`` (normalised) is taken where the majoriser is
+    no higher there than at ``h_old``, ``Hstar`` elsewhere.
+    """
+    h, alive, one = _relaxed_rows(H0, Hstar, omega)
     c = torch.where(alive, num.expand_as(H0) * H0, 0.0)
     better = torch.xlogy(c, h).sum(1) >= torch.xlogy(
         c, torch.where(alive, H0, one)
@@ -368,15 +375,7 @@ def relaxed_simplex_rows_beta(H0, Hstar, num, den, beta: float, omega=OMEGA):
     ``≤ 0``, ``Hstar`` elsewhere.
     """
     a, b, _ = mm_exponents(beta)
-    alive = (H0 > 0) & (Hstar > 0)
-    one = torch.ones((), dtype=H0.dtype, device=H0.device)
-    lh0 = torch.where(alive, H0, one).log()
-    lh = lh0 + torch.where(alive, Hstar, one).log().sub_(lh0).mul_(omega)
-    lh = torch.where(alive, lh, -torch.inf)
-    top = lh.max(1, keepdim=True).values
-    lh = lh - torch.where(torch.isfinite(top), top, 0.0)
-    h = lh.exp()
-    h = h / h.sum(1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
+    h, _, one = _relaxed_rows(H0, Hstar, omega)
     # t = h / h_old in logs; entries with h_old = 0 stay zero and add nothing.
     s = torch.where(H0 > 0, h.log() - torch.where(H0 > 0, H0, one).log(), 0.0)
     P = torch.where(den == 0, EPSILON, den).expand_as(H0)

@@ -249,15 +249,22 @@ def _simplex_brute(h_old, P, N, beta):
     return res.x, f
 
 
+def _simplex_problem(seed, k, m, spread):
+    """Rows of ``Ht`` on the simplex, MU numerators and denominators spread
+    over ``e^(±spread)``."""
+    rng = np.random.RandomState(seed)
+    Ht = rng.rand(k, m) + 0.05
+    Ht /= Ht.sum(1, keepdims=True)
+    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-spread, spread, (k, m)))
+    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-spread, spread, (k, m)))
+    return Ht, num, den
+
+
 @pytest.mark.parametrize("beta", [2.0, 1.0, 0.5, 0.0, 1.5])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_solve_simplex_rows_is_the_minimiser(beta, seed):
-    rng = np.random.RandomState(seed)
-    k, m = 3, 4
-    Ht = rng.rand(k, m) + 0.05
-    Ht /= Ht.sum(1, keepdims=True)
-    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-1, 1, (k, m)))
-    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-1, 1, (k, m)))
+    Ht, num, den = _simplex_problem(seed, 3, 4, 1)
+    k = Ht.shape[0]
     got = solve_simplex_rows(T(Ht), T(num), T(den), beta).numpy()
     np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-12)
     assert (got >= 0).all()
@@ -278,12 +285,7 @@ def test_solve_simplex_rows_keeps_rows_without_a_minimiser(beta, dtype):
     # objective), and one a beta <= 1 pretraining zeroed (multiplicative
     # updates cannot move a zero; it gave NaN weights in an Itakura-Saito fit
     # of one tiny value). The other row is the one the brute force finds.
-    rng = np.random.RandomState(3)
-    k, m = 3, 4
-    Ht = rng.rand(k, m) + 0.05
-    Ht /= Ht.sum(1, keepdims=True)
-    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-1, 1, (k, m)))
-    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-1, 1, (k, m)))
+    Ht, num, den = _simplex_problem(3, 3, 4, 1)
     num[1], den[1] = 0.0, 0.0
     Ht[2] = 0.0
     got = solve_simplex_rows(
@@ -329,12 +331,8 @@ def _simplex_row_brentq(h_old, P, N, beta):
 def test_solve_simplex_rows_between_one_and_two_against_scipy(beta, dtype):
     # Entries over six orders of magnitude and some zero numerators: the
     # nested safeguarded Newton solve lands on scipy's nested roots.
-    rng = np.random.RandomState(5)
-    k, m = 4, 7
-    Ht = rng.rand(k, m) + 0.05
-    Ht /= Ht.sum(1, keepdims=True)
-    num = (rng.rand(k, m) + 0.05) * np.exp(rng.uniform(-3, 3, (k, m)))
-    den = (rng.rand(k, m) + 0.1) * np.exp(rng.uniform(-3, 3, (k, m)))
+    Ht, num, den = _simplex_problem(5, 4, 7, 3)
+    k = Ht.shape[0]
     num[0, :2] = 0.0
     got = solve_simplex_rows(
         torch.tensor(Ht, dtype=dtype),

@@ -237,22 +237,6 @@ def test_one_layer_fit_reaches_a_kkt_point():
         assert np.abs(M * g).max() <= 1e-6 * np.abs(M).max() * scale * X.shape[1]
 
 
-def test_relaxed_reaches_lower_objective_than_mu_in_as_many_iterations():
-    # Not a guarantee of the method, a check that the relaxation does act:
-    # on this problem 60 relaxed iterations end below 60 of plain MU.
-    X, Ws, Hs = _data((5, 3), n=80, m=20, seed=6)
-    problem = _problem((5, 3), n=80, m=20)
-    out = []
-    for name in ("mu", "relaxed_mu"):
-        W_, H_ = [W.clone() for W in Ws], [H.clone() for H in Hs]
-        solver = make_solver(name, problem, batched=False)
-        state = solver.start(X, W_, H_, update_H=True)
-        for _ in range(60):
-            iterate(solver, X, W_, H_, state, need_loss=False)
-        out.append(_objective(X, W_, H_, problem))
-    assert out[1] < out[0]
-
-
 # -- the protocol ------------------------------------------------------------------
 
 
@@ -577,9 +561,10 @@ def test_objective_never_increases_any_beta(ranks, reg, beta):
         assert after <= before * (1 + 1e-12), values
 
 
-@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("beta", [1.0, *BETAS])
 def test_relaxed_ends_below_mu_any_beta(beta):
-    # As for KL: a check that the relaxation acts, not a guarantee.
+    # Not a guarantee of the method, a check that the relaxation does act:
+    # on this problem 60 relaxed iterations end below 60 of plain MU.
     X, Ws, Hs = _data((5, 3), n=80, m=20, seed=6, zeros=beta > 0)
     problem = _problem((5, 3), n=80, m=20, beta=beta)
     out = []
