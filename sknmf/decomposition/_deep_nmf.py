@@ -111,9 +111,9 @@ class DeepNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         is set, ``"relaxed_mu"`` for the fine-tuning of a deep model with
         ``0 <= beta_loss < 2`` and ``loss="layer"`` (one-layer fits and each
         layer's pretraining keep ``"mu"``, scikit-learn's iteration),
-        ``"mu"`` otherwise; in :meth:`partial_fit`, ``"hals"`` for the
-        Frobenius loss and ``"mu"`` otherwise (the online weight update is
-        ``"mu"``'s for ``"relaxed_mu"`` too).
+        ``"mu"`` otherwise; in :meth:`partial_fit`, what a full-batch fit
+        picks (the online rule of ``"relaxed_mu"``, and of ``"hals"`` in deep
+        models, is ``"mu"``'s).
     loss : {"layer", "data"}, default="layer"
         Joint objective of the fine-tuning (deep models only).
     layer_weights : array-like of shape (n_layers,), default=None

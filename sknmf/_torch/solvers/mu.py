@@ -326,21 +326,12 @@ def solve_coupled(Wt, num, den, lam: float, Y, beta: float):
 
 
 def _simplex_t(mu, P, N, a, b, beta):
-    """Entry-wise root ``t`` of ``P t**a - N t**b + mu = 0`` (decreasing in mu)."""
+    """Entry-wise root ``t`` of ``P t**a - N t**b + mu = 0`` (decreasing in mu),
+    in closed form where one exponent is zero (``1 < beta < 2`` has none:
+    :func:`_simplex_rows_newton`)."""
     if a == 0.0:  # beta <= 1
         return ((P + mu).clamp_min(0) / N) ** (1.0 / (beta - 2.0))
-    if b == 0.0:  # beta >= 2
-        return ((N - mu).clamp_min(0) / P) ** (1.0 / a)
-    # 1 < beta < 2: no closed form, bisection in log t.
-    lo = torch.full_like(P, -60.0)
-    hi = torch.full_like(P, 60.0)
-    for _ in range(_BISECT_STEPS):
-        mid = 0.5 * (lo + hi)
-        t = torch.exp(mid)
-        neg = P * t**a - N * t**b + mu <= 0
-        lo = torch.where(neg, mid, lo)
-        hi = torch.where(neg, hi, mid)
-    return torch.exp(0.5 * (lo + hi))
+    return ((N - mu).clamp_min(0) / P) ** (1.0 / a)  # beta >= 2: b == 0
 
 
 def _simplex_rows_frobenius(Ht, N, P):
@@ -502,9 +493,11 @@ def solve_simplex_rows(Ht, num, den, beta: float):
             hi = torch.where(pos, hi, mid)
         H = Ht * _simplex_t((0.5 * (lo + hi))[:, None], P, Nsafe, a, b, beta)
     total = H.sum(1, keepdim=True)
-    # A row whose component no code uses (num = den = 0) has no minimiser:
-    # the steps above give 0 or inf/inf there. Like a HALS component with a
-    # zero Gram diagonal (hals._scaled_system), it stays as it is.
+    # A row with no minimiser, its component unused by every code (num = den
+    # = 0) or zeroed by a beta <= 1 pretraining (scikit-learn's MU zeroes tiny
+    # weights, and no multiplicative step moves a zero), comes out 0 or
+    # inf/inf. Like a HALS component with a zero Gram diagonal
+    # (hals._scaled_system), it stays as it is.
     kept = ~(torch.isfinite(total) & (total > 0))
     return torch.where(kept, Ht, H / torch.where(kept, 1.0, total))
 

@@ -93,6 +93,15 @@ def _expm1_over(c: float, s: torch.Tensor) -> torch.Tensor:
     return torch.expm1(s * c).div_(c)
 
 
+def _change(s: torch.Tensor, P, N, a: float, b: float) -> torch.Tensor:
+    """``P F_a(t) - N F_b(t)`` at ``t = e^s`` (``P=None``: 1); ``N = 0``
+    contributes nothing, even where ``F_b`` is infinite."""
+    Fb = _expm1_over(b + 1.0, s)
+    NFb = torch.where(torch.as_tensor(N) > 0, Fb.mul_(N), 0.0)
+    Fa = _expm1_over(a + 1.0, s)
+    return (Fa if P is None else Fa.mul_(P)).sub_(NFb)
+
+
 def majoriser_change(s: torch.Tensor, r, a: float, b: float) -> torch.Tensor:
     """``F_a(t) - r F_b(t)`` at ``t = e^s``: the MM majoriser's change per unit
     of ``m_old P`` from ``t = 1`` (``F_e(t) = ∫_1^t u^e du``).
@@ -101,10 +110,7 @@ def majoriser_change(s: torch.Tensor, r, a: float, b: float) -> torch.Tensor:
     (Févotte & Idier 2011), so its change from the old point is
     ``m_old (P F_a(t) - N F_b(t))``; ``r = N/P``.
     """
-    Fb = _expm1_over(b + 1.0, s)
-    # r = 0 (N = 0) contributes nothing, even where F_b is infinite.
-    rFb = torch.where(torch.as_tensor(r) > 0, Fb.mul_(r), 0.0)
-    return _expm1_over(a + 1.0, s).sub_(rFb)
+    return _change(s, None, r, a, b)
 
 
 def relaxed_step(
@@ -136,22 +142,14 @@ def relaxed_step(
     den = torch.as_tensor(den, dtype=M.dtype, device=M.device)
     den = torch.where(den == 0, EPSILON, den)
     r = num / den
-    if beta != 1.0:
-        a, b, gamma = mm_exponents(beta)
-        mu = M * r**gamma if gamma != 1.0 else M * r
-        if omega == 1.0:
-            return mu
-        s = r.log().mul_(gamma * omega)
-        gain = majoriser_change(s, r, a, b)
-        # NaN (0·inf at r = 0, or an overflow) fails the test: MU's step.
-        return torch.where(gain <= 0, M * s.exp(), mu)
+    a, b, gamma = mm_exponents(beta)
+    mu = M * r**gamma if gamma != 1.0 else M * r
     if omega == 1.0:
-        return M * r
-    t = r.log().mul_(omega).exp_()
-    # (t - 1) - r log t of the majoriser, divided by m_old P > 0; xlogy keeps
-    # r = 0 (t = 0, the classic update's zero) finite.
-    gain = (t - 1.0).sub_(torch.xlogy(r, r).mul_(omega))
-    return M * torch.where(gain <= 0, t, r)
+        return mu
+    s = r.log().mul_(gamma * omega)
+    gain = majoriser_change(s, r, a, b)
+    # NaN (0·inf at r = 0, or an overflow) fails the test: MU's step.
+    return torch.where(gain <= 0, M * s.exp(), mu)
 
 
 def _zero_tiny(M, on: bool):
@@ -200,7 +198,7 @@ class RelaxedMUSolver(MUSolver):
         return None
 
     def _update_codes_deep(self, X, Ws, Hs, state):
-        # MUSolver.update_codes for the layer-centric KL objective, each
+        # MUSolver.update_codes for the layer-centric objective, each
         # layer's step over-relaxed.
         p = self.problem
         reg = self.reg(state)
@@ -357,10 +355,8 @@ def relaxed_coupled_beta(Wt, num, den, lam: float, Y, beta: float, omega=OMEGA):
     W0 = torch.where(alive, Wt, one)
     lw0 = W0.log()
     s = torch.where(alive, star, one).log().sub_(lw0).mul_(omega)
-    own = _expm1_over(a + 1.0, s).mul_(P)
-    Fb = _expm1_over(b + 1.0, s)
-    own -= torch.where(num > 0, Fb.mul_(num), 0.0)
-    dphi = own.mul_(W0).add_(_divergence_change(W0, s, Y, beta).mul_(lam))
+    dphi = _change(s, P, num, a, b).mul_(W0)
+    dphi += _divergence_change(W0, s, Y, beta).mul_(lam)
     w = (lw0 + s).exp()
     return torch.where(alive & (dphi <= 0), w, star)
 
@@ -378,9 +374,7 @@ def relaxed_simplex_rows_beta(H0, Hstar, num, den, beta: float, omega=OMEGA):
     h, _, one = _relaxed_rows(H0, Hstar, omega)
     # t = h / h_old in logs; entries with h_old = 0 stay zero and add nothing.
     s = torch.where(H0 > 0, h.log() - torch.where(H0 > 0, H0, one).log(), 0.0)
-    P = torch.where(den == 0, EPSILON, den).expand_as(H0)
-    N = num.expand_as(H0)
-    Fb = _expm1_over(b + 1.0, s)
-    change = _expm1_over(a + 1.0, s).mul_(P) - torch.where(N > 0, Fb * N, 0.0)
+    P = torch.where(den == 0, EPSILON, den)
+    change = _change(s, P, num, a, b)
     change = torch.where(H0 > 0, change * H0, 0.0).sum(1)
     return torch.where((change <= 0)[:, None], h, Hstar)
