@@ -249,6 +249,12 @@ def _simplex_brute(h_old, P, N, beta):
     return res.x, f
 
 
+def _solve_simplex_rows_as(dtype, Ht, num, den, beta):
+    """``solve_simplex_rows`` on numpy inputs converted to ``dtype``."""
+    args = [torch.tensor(v, dtype=dtype) for v in (Ht, num, den)]
+    return solve_simplex_rows(*args, beta).numpy()
+
+
 def _simplex_problem(seed, k, m, spread):
     """Rows of ``Ht`` on the simplex, MU numerators and denominators spread
     over ``e^(±spread)``."""
@@ -288,12 +294,7 @@ def test_solve_simplex_rows_keeps_rows_without_a_minimiser(beta, dtype):
     Ht, num, den = _simplex_problem(3, 3, 4, 1)
     num[1], den[1] = 0.0, 0.0
     Ht[2] = 0.0
-    got = solve_simplex_rows(
-        torch.tensor(Ht, dtype=dtype),
-        torch.tensor(num, dtype=dtype),
-        torch.tensor(den, dtype=dtype),
-        beta,
-    ).numpy()
+    got = _solve_simplex_rows_as(dtype, Ht, num, den, beta)
     assert np.isfinite(got).all()
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     np.testing.assert_allclose(got[1:], Ht[1:], rtol=tol, atol=0)
@@ -334,12 +335,7 @@ def test_solve_simplex_rows_between_one_and_two_against_scipy(beta, dtype):
     Ht, num, den = _simplex_problem(5, 4, 7, 3)
     k = Ht.shape[0]
     num[0, :2] = 0.0
-    got = solve_simplex_rows(
-        torch.tensor(Ht, dtype=dtype),
-        torch.tensor(num, dtype=dtype),
-        torch.tensor(den, dtype=dtype),
-        beta,
-    ).numpy()
+    got = _solve_simplex_rows_as(dtype, Ht, num, den, beta)
     tol = 1e-9 if dtype == torch.float64 else 2e-5
     for i in range(k):
         ref = _simplex_row_brentq(Ht[i], den[i], num[i], beta)
