@@ -163,6 +163,24 @@ class RelaxedMUSolver(MUSolver):
     step from numerators and denominators to the new factors differs
     (:func:`relaxed_step`, :func:`relaxed_coupled`,
     :func:`relaxed_simplex_rows`). See the module docstring for the scope.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknmf._torch.objective import Problem
+    >>> from sknmf._torch.solvers import iterate, make_solver
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.rand(20, 6, generator=g, dtype=torch.float64)
+    >>> Ws = [torch.rand(20, k, generator=g, dtype=torch.float64) for k in (4, 2)]
+    >>> Hs = [torch.full((4, 6), 1 / 6, dtype=torch.float64),
+    ...       torch.full((2, 4), 1 / 4, dtype=torch.float64)]
+    >>> solver = make_solver("auto", Problem(1.0, "layer", [1.0, 1.0]), batched=False)
+    >>> type(solver).__name__
+    'RelaxedMUSolver'
+    >>> state = solver.start(X, Ws, Hs, update_H=True)
+    >>> losses = [float(iterate(solver, X, Ws, Hs, state)[0]) for _ in range(5)]
+    >>> all(b <= a for a, b in zip(losses, losses[1:]))
+    True
     """
 
     name: ClassVar[str] = "relaxed_mu"
